@@ -1,0 +1,3 @@
+"""codecomplete: private, low-latency local code completion."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,124 @@
+"""Settings shared by the CLI, the language server and the daemon.
+
+Precedence, lowest first: built-in defaults, the user's TOML config file, then per-call overrides (CLI options,
+LSP ``initializationOptions`` / ``workspace/didChangeConfiguration``). Editors send camelCase keys, the TOML file
+uses snake_case; both are accepted everywhere so one vocabulary serves every entry point.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+FORMATS = ("auto", "psm", "spm", "prefix")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None  # catalog name or GGUF path; None → the embedded default model
+    format: str = "auto"  # FIM layout: auto (from the model), psm, spm or prefix
+    max_tokens: int = 128  # generation cap for multi-line suggestions
+    max_tokens_single_line: int = 48  # a single line rarely needs more; saves time on CPU
+    token_budget: int = 3000  # prompt tokens for prefix + suffix windows (sized for a 4k context)
+    time_budget_ms: int = 2000  # wall time for prompt evaluation plus generation
+    n_ctx: int = 4096
+    n_threads: int | None = None  # None → llama.cpp's choice
+    n_gpu_layers: int | None = None  # None → all layers when llama.cpp has a GPU backend, else 0
+    postprocess: bool = True
+    enabled: bool = True
+    languages: dict[str, bool] = field(default_factory=dict)  # per-language enable/disable
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> Settings:
+        """Apply overrides given in snake_case or camelCase; None values mean "leave as is"."""
+        if not overrides:
+            return self
+        known = {f.name: f for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for raw_key, value in overrides.items():
+            key = _snake(raw_key)
+            if key not in known:
+                raise UserError(f"unknown setting {raw_key!r} (known: {', '.join(sorted(known))})")
+            if value is None:
+                continue
+            changes[key] = _check_type(key, value)
+        return replace(self, **changes) if changes else self
+
+    def language_enabled(self, language: str | None) -> bool:
+        return self.enabled and self.languages.get(language or "", True)
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+def split_known(options: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Editors send their own keys too (e.g. a server path): keep ours, name the rest."""
+    known = {f.name for f in fields(Settings)}
+    ours = {k: v for k, v in options.items() if _snake(k) in known}
+    return ours, sorted(set(options) - set(ours))
+
+
+_INT_KEYS = {"max_tokens", "max_tokens_single_line", "token_budget", "time_budget_ms", "n_ctx", "n_threads",
+             "n_gpu_layers"}
+
+
+def _check_type(key: str, value: Any) -> Any:
+    if key in _INT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"setting {key} must be an integer, got {value!r}")
+        if value < 0 and key != "n_gpu_layers":
+            raise UserError(f"setting {key} must not be negative, got {value}")
+        return value
+    if key in ("postprocess", "enabled"):
+        if not isinstance(value, bool):
+            raise UserError(f"setting {key} must be true or false, got {value!r}")
+        return value
+    if key == "format":
+        if value not in FORMATS:
+            raise UserError(f"setting format must be one of {', '.join(FORMATS)}, got {value!r}")
+        return value
+    if key == "languages":
+        if not isinstance(value, Mapping) or not all(isinstance(v, bool) for v in value.values()):
+            raise UserError("setting languages must map language names to true/false")
+        return dict(value)
+    if not isinstance(value, str):
+        raise UserError(f"setting {key} must be a string, got {value!r}")
+    return value
+
+
+def config_path() -> Path:
+    """The user's config file; CODECOMPLETE_CONFIG points elsewhere (tests, several setups)."""
+    env = os.environ.get("CODECOMPLETE_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_config_dir("codecomplete")) / "config.toml"
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Defaults, then the config file (if any), then ``overrides``."""
+    path = config_path()
+    from_file: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            from_file = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"config file {path}: {exc}") from None
+    try:
+        settings = Settings().with_overrides(from_file)
+    except UserError as exc:
+        raise UserError(f"config file {path}: {exc}") from None
+    return settings.with_overrides(overrides)

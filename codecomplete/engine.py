@@ -1,0 +1,314 @@
+"""Run a GGUF model through llama.cpp: load once, evaluate token ids, stream greedy tokens with stop checks.
+
+We drive llama.cpp token by token ourselves instead of using ``Llama.create_completion`` because the stop
+decision (end of block, cancel flag, wall-time budget) must be taken after every token, the prompt must be
+exact token ids (FIM special tokens), and the KV cache is reused across requests: only the tokens after the
+longest common prefix with what the cache already holds are evaluated.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+from .errors import ModelLoadError
+
+_VOCAB_TYPES = {0: "none", 1: "spm", 2: "bpe", 3: "wpm", 4: "ugm", 5: "rwkv", 6: "plamo2"}
+
+# Code Llama's 2023 GGUF conversions have no EOT metadata: llama.cpp reports none and does not treat
+# `▁<EOT>` as end-of-generation, so an engine that only stops on EOG runs straight past it.
+_EOT_TEXTS = ("▁<EOT>", "<EOT>")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the prompt builder and the status views need to know about a loaded model."""
+
+    path: str
+    name: str
+    architecture: str
+    description: str
+    vocab_type: str
+    n_vocab: int
+    n_ctx_train: int
+    n_ctx: int
+    bos: int | None
+    eos: int | None
+    add_bos: bool
+    eot: int | None
+    fim_pre: int | None
+    fim_suf: int | None
+    fim_mid: int | None
+    fim_pad: int | None
+    fim_rep: int | None
+    fim_sep: int | None
+    stop_ids: frozenset[int]
+    n_gpu_layers: int
+    backend: str
+
+
+@dataclass
+class Generation:
+    """One generation: the text, why it stopped, and what it cost."""
+
+    text: str
+    token_ids: list[int]
+    stop_reason: str  # eot, eos, max_tokens, time_budget, cancelled, or a reason from the stop callback
+    n_prompt: int
+    n_reused: int  # prompt tokens served from the KV cache
+    n_evaluated: int  # prompt tokens evaluated for this request
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _none_if_negative(token: int) -> int | None:
+    return None if token < 0 else token
+
+
+def compiled_backends() -> list[str]:
+    """The llama.cpp backends compiled in, read from llama.cpp's own system info ("CUDA : ... | CPU : ...")."""
+    info = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+    return [m.group(1) for m in re.finditer(r"(?:^|\|)\s*([A-Za-z]+) :", info)]
+
+
+def gpu_backend() -> str:
+    """The accelerator backend layers are offloaded to, or CPU."""
+    gpus = [b for b in compiled_backends() if b.upper() != "CPU"]
+    return gpus[0] if gpus and llama_cpp.llama_supports_gpu_offload() else "CPU"
+
+
+class Engine:
+    """One loaded model and its KV cache. Thread-safe by serialising every call on one lock."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_gpu_layers: int | None = None,
+        n_batch: int = 512,
+    ) -> None:
+        path = Path(path)
+        if n_gpu_layers is None:
+            n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
+        threads = n_threads or os.cpu_count() or 1
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_batch=n_batch,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=n_gpu_layers,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(f"cannot load model {path}: llama.cpp rejected it ({exc})") from None
+        self._lock = threading.Lock()
+        self._vocab = self._llm._model.vocab
+        self._text_index: dict[str, int] | None = None
+        self.info = self._read_info(path, n_gpu_layers)
+
+    # --- model facts -------------------------------------------------------------------------------
+
+    def _read_info(self, path: Path, n_gpu_layers: int) -> ModelInfo:
+        v = self._vocab
+        meta = self._llm.metadata
+        eot = _none_if_negative(llama_cpp.llama_vocab_eot(v))
+        if eot is None:
+            eot = next((t for t in map(self.find_token, _EOT_TEXTS) if t is not None), None)
+        n_vocab = llama_cpp.llama_vocab_n_tokens(v)
+        fim = {
+            name: _none_if_negative(getattr(llama_cpp, f"llama_vocab_fim_{name}")(v))
+            for name in ("pre", "suf", "mid", "pad", "rep", "sep")
+        }
+        stops = {t for t in (eot, _none_if_negative(llama_cpp.llama_vocab_eos(v))) if t is not None}
+        stops |= {t for t in self._eog_candidates(fim) if llama_cpp.llama_vocab_is_eog(v, t)}
+        return ModelInfo(
+            path=str(path),
+            name=meta.get("general.name") or path.stem,
+            architecture=meta.get("general.architecture", "unknown"),
+            description=self._llm._model.desc(),
+            vocab_type=_VOCAB_TYPES.get(llama_cpp.llama_vocab_type(v), "unknown"),
+            n_vocab=n_vocab,
+            n_ctx_train=llama_cpp.llama_model_n_ctx_train(self._llm.model),
+            n_ctx=self._llm.n_ctx(),
+            bos=_none_if_negative(llama_cpp.llama_vocab_bos(v)),
+            eos=_none_if_negative(llama_cpp.llama_vocab_eos(v)),
+            add_bos=bool(llama_cpp.llama_vocab_get_add_bos(v)),
+            eot=eot,
+            fim_pre=fim["pre"],
+            fim_suf=fim["suf"],
+            fim_mid=fim["mid"],
+            fim_pad=fim["pad"],
+            fim_rep=fim["rep"],
+            fim_sep=fim["sep"],
+            stop_ids=frozenset(stops),
+            n_gpu_layers=n_gpu_layers,
+            backend=gpu_backend() if n_gpu_layers else "CPU",
+        )
+
+    def _eog_candidates(self, fim: dict[str, int | None]) -> list[int]:
+        """Tokens that llama.cpp may flag as end-of-generation: FIM pad/rep/sep and the well-known stop texts."""
+        texts = ("<|endoftext|>", "<|file_sep|>", "<|fim_pad|>", "<file_sep>", "<｜end▁of▁sentence｜>", "<EOT>")
+        found = [fim[k] for k in ("pad", "rep", "sep") if fim[k] is not None]
+        found += [t for t in map(self.find_token, texts) if t is not None]
+        return found
+
+    def token_text(self, token: int) -> str:
+        """The token's text as written in the vocabulary (special tokens included, `▁` kept)."""
+        return llama_cpp.llama_vocab_get_text(self._vocab, token).decode("utf-8", "replace")
+
+    def find_token(self, text: str) -> int | None:
+        """The id of the token whose vocabulary text is exactly ``text``; built once on first use."""
+        if self._text_index is None:
+            n = llama_cpp.llama_vocab_n_tokens(self._vocab)
+            index: dict[str, int] = {}
+            for i in range(n):
+                index.setdefault(self.token_text(i), i)
+            self._text_index = index
+        return self._text_index.get(text)
+
+    # --- tokens ------------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]:
+        if not text and not add_bos:
+            return []
+        with self._lock:
+            return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for, without llama.cpp's strip of a leading space (lstrip=0)."""
+        size = 64
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, size, 0, False)
+            if n >= 0:
+                return buf.raw[:n]
+            size = -n
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    # --- generation --------------------------------------------------------------------------------
+
+    @property
+    def cached_tokens(self) -> int:
+        return self._llm.n_tokens
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        *,
+        max_tokens: int,
+        time_budget_s: float | None = None,
+        cancel: threading.Event | None = None,
+        stop: Callable[[str], str | None] | None = None,
+    ) -> Generation:
+        """Greedy generation after ``prompt``, reusing the KV cache for the longest common prefix.
+
+        Checks after every token (and between prompt batches): the stop ids, ``max_tokens``, the wall-time
+        budget, the ``cancel`` flag (set by the LSP layer on ``$/cancelRequest``) and ``stop(text_so_far)``.
+        """
+        prompt = list(prompt)
+        if not prompt:
+            raise ValueError("empty prompt")
+        n_ctx = self._llm.n_ctx()
+        if len(prompt) >= n_ctx:
+            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {n_ctx}-token context")
+        max_tokens = min(max_tokens, n_ctx - len(prompt))
+        with self._lock:
+            return self._generate_locked(prompt, max_tokens, time_budget_s, cancel, stop)
+
+    def _generate_locked(self, prompt, max_tokens, time_budget_s, cancel, stop) -> Generation:
+        llm = self._llm
+        start = time.perf_counter()
+        deadline = None if time_budget_s is None else start + time_budget_s
+        reused = self._common_prefix(prompt)
+        if reused == len(prompt):  # logits of the last prompt token are needed again
+            reused -= 1
+        llm.n_tokens = reused
+        todo = prompt[reused:]
+
+        def interrupted() -> str | None:
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            if deadline is not None and time.perf_counter() >= deadline:
+                return "time_budget"
+            return None
+
+        reason: str | None = None
+        evaluated = 0
+        for i in range(0, len(todo), llm.n_batch):
+            reason = interrupted()
+            if reason:
+                break
+            chunk = todo[i : i + llm.n_batch]
+            llm.eval(chunk)
+            evaluated += len(chunk)
+        prompt_done = time.perf_counter()
+
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        text = ""
+        generated: list[int] = []
+        stop_ids = self.info.stop_ids
+        eot = self.info.eot
+        n_vocab = self.info.n_vocab
+        while reason is None:
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
+            token = int(logits.argmax())
+            if token in stop_ids:
+                reason = "eot" if token == eot else "eos"
+                break
+            generated.append(token)
+            text += decoder.decode(self.piece(token))
+            reason = (stop(text) if stop else None) or interrupted()
+            if reason is None and len(generated) >= max_tokens:
+                reason = "max_tokens"
+            if reason is None:
+                llm.eval([token])
+        text += decoder.decode(b"", final=True)
+        end = time.perf_counter()
+        return Generation(
+            text=text,
+            token_ids=generated,
+            stop_reason=reason,
+            n_prompt=len(prompt),
+            n_reused=reused,
+            n_evaluated=evaluated,
+            timings_ms={
+                "prompt_eval": (prompt_done - start) * 1000,
+                "generate": (end - prompt_done) * 1000,
+            },
+        )
+
+    def _common_prefix(self, prompt: list[int]) -> int:
+        cached = self._llm.input_ids[: self._llm.n_tokens]
+        n = min(len(cached), len(prompt))
+        if n == 0:
+            return 0
+        diff = np.flatnonzero(cached[:n] != np.asarray(prompt[:n], dtype=cached.dtype))
+        return int(diff[0]) if diff.size else n
+
+    def reset_cache(self) -> None:
+        """Forget the KV cache (the baseline in benchmarks; tests comparing reuse against a fresh run)."""
+        with self._lock:
+            self._llm.reset()
+            self._llm._ctx.kv_cache_clear()
+
+    def close(self) -> None:
+        with self._lock:
+            self._llm.close()

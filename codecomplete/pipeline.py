@@ -1,0 +1,129 @@
+"""One completion, end to end: context → prompt → engine → post-processing.
+
+Both the CLI and the language server call ``Completer.complete``; neither owns completion logic.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import context as context_mod
+from . import postprocess as postprocess_mod
+from .config import Settings
+from .engine import Engine
+from .models import resolve_model, validate_gguf
+from .prompt import build_prompt, choose_format, detect_family
+
+# Tokens kept free in the context window for the answer beyond the largest max_tokens setting.
+_CONTEXT_MARGIN = 8
+_CUT_SHORT = ("time_budget", "max_tokens", "cancelled")
+
+
+@dataclass
+class Completion:
+    """A suggestion and everything needed to explain it (the CLI's ``--json``, the LSP status, benchmarks)."""
+
+    completion: str
+    raw: str  # the model's output before post-processing
+    model: str
+    format: str
+    family: str
+    language: str | None
+    prompt: str
+    prompt_token_ids: list[int]
+    tokens: dict[str, int]  # prompt, generated, reused, evaluated
+    timings_ms: dict[str, float]  # context, tokenize, prompt_eval, generate, postprocess, total
+    stop_reason: str
+    multiline: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_engine(settings: Settings) -> Engine:
+    """Resolve the configured model (catalog name, path, or the embedded default), check it, load it."""
+    path = resolve_model(settings.model)
+    validate_gguf(path)
+    return Engine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads, n_gpu_layers=settings.n_gpu_layers)
+
+
+class Completer:
+    """Turns (document text, cursor offset, language) into a post-processed suggestion."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.family = detect_family(engine)
+
+    def complete(
+        self,
+        text: str,
+        offset: int,
+        language: str | None,
+        *,
+        cancel: threading.Event | None = None,
+        tree: Any = None,
+        settings: Settings | None = None,
+    ) -> Completion:
+        s = settings or self.settings
+        engine = self.engine
+        t0 = time.perf_counter()
+        prefix_only = s.format == "prefix" or (s.format == "auto" and self.family == "none")
+        room = engine.info.n_ctx - max(s.max_tokens, s.max_tokens_single_line) - _CONTEXT_MARGIN
+        ctx = context_mod.build_context(
+            text,
+            offset,
+            language,
+            engine.count_tokens,
+            budget=max(16, min(s.token_budget, room)),
+            prefix_share=0.9 if prefix_only else 0.75,
+            tree=tree,
+        )
+        t1 = time.perf_counter()
+        fmt = choose_format(self.family, s.format, ctx.prefix)
+        prompt = build_prompt(engine, ctx.prefix, ctx.suffix, fmt)
+        t2 = time.perf_counter()
+        multiline = ctx.situation.multiline
+        stop = (lambda so_far: postprocess_mod.stop_reason(so_far, ctx)) if s.postprocess else None
+        gen = engine.generate(
+            prompt.token_ids,
+            max_tokens=s.max_tokens if multiline else s.max_tokens_single_line,
+            time_budget_s=s.time_budget_ms / 1000,
+            cancel=cancel,
+            stop=stop,
+        )
+        t3 = time.perf_counter()
+        raw = gen.text
+        if gen.stop_reason in _CUT_SHORT:  # out of budget mid-line: only complete lines are worth showing
+            raw = raw[: raw.rindex("\n")] if "\n" in raw else ""
+        final, cut = postprocess_mod.postprocess(raw, ctx) if s.postprocess else (raw, None)
+        t4 = time.perf_counter()
+        return Completion(
+            completion=final,
+            raw=gen.text,
+            model=engine.info.path,
+            format=fmt,
+            family=self.family,
+            language=language,
+            prompt=prompt.text,
+            prompt_token_ids=prompt.token_ids,
+            tokens={
+                "prompt": len(prompt.token_ids),
+                "generated": len(gen.token_ids),
+                "reused": gen.n_reused,
+                "evaluated": gen.n_evaluated,
+            },
+            timings_ms={
+                "context": (t1 - t0) * 1000,
+                "tokenize": (t2 - t1) * 1000,
+                "prompt_eval": gen.timings_ms["prompt_eval"],
+                "generate": gen.timings_ms["generate"],
+                "postprocess": (t4 - t3) * 1000,
+                "total": (t4 - t0) * 1000,
+            },
+            stop_reason=cut or gen.stop_reason,
+            multiline=multiline,
+        )

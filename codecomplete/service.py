@@ -1,0 +1,106 @@
+"""The long-lived completion service: one model, loaded in the background, and what it has done lately.
+
+The language server (and later the shared daemon) hold one of these; it owns the model's life cycle and its
+statistics, so protocol layers only translate requests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Settings
+from .errors import UserError
+from .pipeline import Completer, Completion, load_engine
+
+# Settings that need the model reloaded when they change.
+_MODEL_KEYS = ("model", "n_ctx", "n_threads", "n_gpu_layers")
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    completions: int = 0
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    generated_tokens: int = 0
+
+
+class CompletionService:
+    """Owns the engine. ``load()`` runs in a worker thread; ``complete()`` too (it blocks on llama.cpp)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state = "idle"  # idle → loading → ready | error
+        self.error: str | None = None
+        self.completer: Completer | None = None
+        self.latencies_ms: deque[float] = deque(maxlen=100)
+        self.stats = Stats()
+        self._load_lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready" and self.completer is not None
+
+    def load(self, on_progress: Callable[[str], None] | None = None) -> None:
+        """Load (or reload) the configured model; failures become ``state == "error"`` with a one-line reason."""
+        with self._load_lock:
+            self.state = "loading"
+            self.error = None
+            if on_progress:
+                on_progress(f"loading {self.settings.model or 'the embedded model'}")
+            old, self.completer = self.completer, None
+            if old is not None:
+                old.engine.close()
+            try:
+                engine = load_engine(self.settings)
+            except UserError as exc:
+                self.state, self.error = "error", str(exc)
+                return
+            except Exception as exc:  # llama.cpp failures we did not foresee still must not kill the server
+                self.state, self.error = "error", f"cannot load model: {exc}"
+                return
+            self.completer = Completer(engine, self.settings)
+            self.state = "ready"
+
+    def update_settings(self, settings: Settings) -> bool:
+        """Switch settings; returns True when the model must be reloaded for them."""
+        reload = any(getattr(settings, k) != getattr(self.settings, k) for k in _MODEL_KEYS)
+        self.settings = settings
+        if self.completer is not None:
+            self.completer.settings = settings
+        return reload or self.state == "error"
+
+    def complete(self, text: str, offset: int, language: str | None, **kwargs: Any) -> Completion:
+        if not self.ready:
+            raise UserError(f"model not ready ({self.state})")
+        assert self.completer is not None
+        start = time.perf_counter()
+        self.stats.requests += 1
+        result = self.completer.complete(text, offset, language, **kwargs)
+        if result.stop_reason != "cancelled":
+            self.latencies_ms.append((time.perf_counter() - start) * 1000)
+            self.stats.completions += 1
+            self.stats.prompt_tokens += result.tokens["prompt"]
+            self.stats.reused_tokens += result.tokens["reused"]
+            self.stats.generated_tokens += result.tokens["generated"]
+        return result
+
+    def status(self) -> dict[str, Any]:
+        info = self.completer.engine.info if self.completer else None
+        return {
+            "state": self.state,
+            "error": self.error,
+            "model": info.path if info else self.settings.model,
+            "model_name": info.name if info else None,
+            "family": self.completer.family if self.completer else None,
+            "backend": info.backend if info else None,
+            "n_gpu_layers": info.n_gpu_layers if info else None,
+            "latencies_ms": [round(x, 1) for x in self.latencies_ms],
+            "last_latency_ms": round(self.latencies_ms[-1], 1) if self.latencies_ms else None,
+            "stats": vars(self.stats).copy(),
+        }

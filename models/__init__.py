@@ -1,0 +1,1 @@
+"""The model catalog (catalog.toml), shipped as ``codecomplete.catalog``. Never weights."""

@@ -1,0 +1,119 @@
+"""The engine: stops at <EOT> (even when llama.cpp does not flag it), max tokens, time budget, cancel, KV reuse."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import llama_cpp
+import pytest
+
+from codecomplete.engine import Engine
+from codecomplete.prompt import build_prompt
+
+
+@pytest.fixture(scope="module")
+def engine_2023(codellama_2023_gguf: Path) -> Engine:
+    eng = Engine(codellama_2023_gguf, n_ctx=1024)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def smol(embedded_model: Path) -> Engine:
+    eng = Engine(embedded_model, n_ctx=2048)
+    yield eng
+    eng.close()
+
+
+def test_2023_layout_eot_is_not_eog_for_llama_cpp(engine_2023: Engine) -> None:
+    """The trap this engine exists to avoid: llama.cpp alone would generate straight past <EOT>."""
+    vocab = engine_2023._vocab
+    assert llama_cpp.llama_vocab_eot(vocab) == -1
+    assert not llama_cpp.llama_vocab_is_eog(vocab, 32010)
+    assert engine_2023.info.eot == 32010 and 32010 in engine_2023.info.stop_ids
+
+
+@pytest.mark.parametrize("layout", ["2023", "tidy"])
+def test_generation_stops_at_eot_without_eot_text(layout, codellama_2023_gguf, codellama_tidy_gguf) -> None:
+    eng = Engine(codellama_2023_gguf if layout == "2023" else codellama_tidy_gguf, n_ctx=512)
+    try:
+        prompt = build_prompt(eng, "def f(x):\n   ", "\n", "psm")
+        gen = eng.generate(prompt.token_ids, max_tokens=50)
+        assert gen.text == " return x"
+        assert gen.stop_reason == "eot"
+        assert "<EOT>" not in gen.text and 32010 not in gen.token_ids
+    finally:
+        eng.close()
+
+
+def test_max_tokens_stop(engine_2023: Engine) -> None:
+    prompt = build_prompt(engine_2023, "def f(x):\n   ", "\n", "psm")
+    gen = engine_2023.generate(prompt.token_ids, max_tokens=1)
+    assert (gen.text, gen.stop_reason, len(gen.token_ids)) == (" return", "max_tokens", 1)
+
+
+def test_time_budget_stop(engine_2023: Engine) -> None:
+    # Not ending in <MID>: the bigram model continues with "a" forever, so only the budget stops it.
+    gen = engine_2023.generate([1, 100], max_tokens=900, time_budget_s=0.05)
+    assert gen.stop_reason == "time_budget"
+    assert 0 < len(gen.token_ids) < 900
+    assert set(gen.text) == {"a"}
+
+
+def test_cancel_flag_stops_generation(engine_2023: Engine) -> None:
+    cancel = threading.Event()
+    seen: list[int] = []
+
+    def stop(text: str) -> str | None:
+        seen.append(len(text))
+        if len(text) == 5:
+            cancel.set()  # as the LSP layer does from another thread on $/cancelRequest
+        return None
+
+    gen = engine_2023.generate([1, 100], max_tokens=900, cancel=cancel, stop=stop)
+    assert gen.stop_reason == "cancelled"
+    assert len(gen.token_ids) == 5  # stopped right at the next check, within one token
+
+
+def test_stop_callback_reason_is_reported(engine_2023: Engine) -> None:
+    gen = engine_2023.generate([1, 100], max_tokens=900, stop=lambda t: "block_end" if len(t) >= 3 else None)
+    assert (gen.text, gen.stop_reason) == ("aaa", "block_end")
+
+
+def test_prompt_too_long_is_refused(engine_2023: Engine) -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        engine_2023.generate([1] * 2000, max_tokens=4)
+
+
+EDITS = [
+    # (before, after): typing appends, deleting, inserting earlier, moving a block
+    ("def add(a, b):\n    return", "def add(a, b):\n    return a"),
+    ("def add(a, b):\n    return a +", "def add(a, b):\n    return a"),
+    ("import os\n\ndef add(a, b):\n    ", "import os\nimport sys\n\ndef add(a, b):\n    "),
+    ("x = 1\ny = 2\ndef f():\n    ", "y = 2\nx = 1\ndef f():\n    "),
+]
+
+
+@pytest.mark.parametrize("before,after", EDITS)
+def test_kv_reuse_never_changes_output(smol: Engine, before: str, after: str) -> None:
+    """Reuse must be invisible: the same prompt gives the same tokens with a warm or a cold cache."""
+    first = smol.tokenize(before)
+    second = smol.tokenize(after)
+    smol.reset_cache()
+    smol.generate(first, max_tokens=12)
+    warm = smol.generate(second, max_tokens=12)
+    smol.reset_cache()
+    cold = smol.generate(second, max_tokens=12)
+    assert warm.token_ids == cold.token_ids
+    assert cold.n_reused == 0 and cold.n_evaluated == len(second)
+    common = next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
+    assert warm.n_reused == min(common, len(second) - 1)
+    assert warm.n_evaluated == len(second) - warm.n_reused
+
+
+def test_repeated_prompt_reuses_all_but_one_token(smol: Engine) -> None:
+    ids = smol.tokenize("def fib(n):\n    ")
+    smol.generate(ids, max_tokens=4)
+    again = smol.generate(ids, max_tokens=4)
+    assert again.n_reused == len(ids) - 1 and again.n_evaluated == 1
