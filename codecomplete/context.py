@@ -1,0 +1,607 @@
+"""Cut the prefix and suffix windows around the cursor and describe the cursor's syntactic situation.
+
+The windows are cut at line and syntax-node boundaries within a token budget, so the model never sees
+half a token at the edges and the start of the prompt stays stable while the user types.
+
+The budget is spent by summing each line's token count, so the whole file is never tokenized. With
+BPE and SentencePiece tokenizers that sum is in practice an upper bound on the joined text's count
+(merges across a line break save tokens, and llama.cpp adds a leading-space piece to each text it
+tokenizes alone), so the windows fit the budget.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import tree_sitter
+
+from codecomplete.errors import UserError
+from codecomplete.languages import get_parser, normalize_language
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What the cursor sits in; post-processing decides single- vs multi-line and where to stop from it."""
+
+    line_prefix: str  # text of the cursor line before the cursor
+    line_suffix: str  # text of the cursor line after the cursor
+    indent: str  # leading whitespace of the cursor line
+    mid_line: bool  # non-whitespace text follows the cursor on its line
+    in_string: bool
+    in_comment: bool
+    after_opener: bool  # the line before the cursor ends with a bracket or block opener (`(`, `{`, `:`...)
+    empty_block: bool  # the cursor is in a block body that has no statements yet
+    node_type: str | None  # innermost named syntax node at the cursor (None without a grammar)
+    multiline: bool  # a multi-line suggestion makes sense here
+
+
+@dataclass(frozen=True)
+class Context:
+    prefix: str
+    suffix: str
+    language: str | None
+    situation: Situation
+    prefix_start: int  # character offset in the document where the prefix window starts
+    suffix_end: int  # character offset in the document where the suffix window ends
+
+
+# Node types whose named children are statements or declarations: a window may start or end at any
+# child of these that owns its lines without cutting through an expression. The root always counts.
+_CONTAINERS: dict[str, frozenset[str]] = {
+    "python": frozenset({"module", "block"}),
+    "javascript": frozenset({"program", "statement_block", "class_body", "switch_body", "switch_case",
+                             "switch_default"}),
+    "typescript": frozenset({"program", "statement_block", "class_body", "switch_body", "switch_case",
+                             "switch_default", "interface_body", "enum_body", "object_type"}),
+    "go": frozenset({"source_file", "block", "statement_list", "field_declaration_list",
+                     "expression_switch_statement", "type_switch_statement", "select_statement",
+                     "expression_case", "type_case", "default_case", "communication_case"}),
+    "rust": frozenset({"source_file", "block", "declaration_list", "field_declaration_list", "match_block",
+                       "enum_variant_list"}),
+    "java": frozenset({"program", "block", "class_body", "interface_body", "enum_body", "constructor_body",
+                       "switch_block", "switch_block_statement_group"}),
+    "c": frozenset({"translation_unit", "compound_statement", "field_declaration_list", "case_statement",
+                    "enumerator_list"}),
+    "cpp": frozenset({"translation_unit", "compound_statement", "field_declaration_list", "case_statement",
+                      "enumerator_list", "declaration_list"}),
+    "lua": frozenset({"chunk", "block"}),
+    "bash": frozenset({"program", "compound_statement", "do_group", "if_statement", "elif_clause",
+                       "else_clause", "case_item"}),
+}
+_CONTAINERS["tsx"] = _CONTAINERS["typescript"]
+
+_STRING_TYPES = frozenset({
+    "string", "template_string", "interpreted_string_literal", "raw_string_literal", "rune_literal",
+    "string_literal", "char_literal", "character_literal", "raw_string", "ansi_c_string", "heredoc_body",
+    "text_block", "system_lib_string",
+})
+# Code embedded in a string: a cursor there is not "in a string".
+_INTERPOLATION_TYPES = frozenset({
+    "interpolation", "template_substitution", "expansion", "simple_expansion", "command_substitution",
+    "arithmetic_expansion",
+})
+_COMMENT_MARKERS: dict[str, tuple[str, ...]] = {"python": ("#",), "bash": ("#",), "lua": ("--",)}
+_BLOCK_COMMENT_END = re.compile(rb"(\*/|\]=*\])\s*$")
+_OPENER_WORD = re.compile(r"\b(then|do|else|repeat)$|\bfunction\b[^()]*\([^()]*\)$")
+_CLOSING_ONLY = re.compile(r"[\s)\]};]*")
+
+# Without a usable syntax boundary a window edge prefers line numbers divisible by this, so it moves
+# in steps of this many lines rather than whenever one more line drops out of the budget.
+_SNAP_LINES = 16
+# Stability costs context: give up at most this share of a side's budget to reach a coarser boundary,
+# and at most the larger share to reach any syntax boundary (beyond it, e.g. inside one huge literal,
+# whole lines are the better cut).
+_MAX_WASTE = 1 / 3
+_MAX_WASTE_FINE = 3 / 4
+
+
+def build_context(
+    text: str,
+    offset: int,
+    language: str | None,
+    count_tokens: Callable[[str], int],
+    *,
+    budget: int = 3000,
+    prefix_share: float = 0.75,
+    tree: tree_sitter.Tree | None = None,
+) -> Context:
+    """Cut prefix/suffix windows of at most `budget` tokens around character `offset` of `text`.
+
+    Lines are counted one at a time outward from the cursor, never the whole file. Each window is then
+    shrunk to the nearest syntax boundary, coarsest first, so the prefix start stays put while the user
+    types. `tree` is the document's current parse when the caller keeps one (the LSP re-parses
+    incrementally); otherwise the text is parsed here when the language has a grammar. `language` may
+    be an alias or an LSP languageId; an unknown language keeps its name and gets line-based windows.
+    """
+    if not 0 <= offset <= len(text):
+        raise UserError(f"cursor offset {offset} is outside the document (0..{len(text)})")
+    if budget < 1:
+        raise UserError(f"context budget must be at least 1 token, got {budget}")
+    if not 0.0 <= prefix_share <= 1.0:
+        raise UserError(f"prefix share must be between 0 and 1, got {prefix_share}")
+    name = (normalize_language(language) or language) if language else None
+    if tree is None and name is not None:
+        parser = get_parser(name)
+        if parser is not None:
+            tree = parser.parse(text.encode("utf-8"))
+    root = tree.root_node if tree is not None else None
+
+    row = text.count("\n", 0, offset)
+    line_start = text.rfind("\n", 0, offset) + 1
+    newline = text.find("\n", offset)
+    line_end = len(text) if newline < 0 else newline + 1
+    situation = _situation(text, offset, row, line_start, line_end, name, root)
+    line_prefix = text[line_start:offset]
+    line_suffix = text[offset:line_end]
+
+    prefix_budget = int(budget * prefix_share)
+    suffix_budget = budget - prefix_budget
+    prefix_cost = count_tokens(line_prefix) if line_prefix else 0
+    suffix_cost = count_tokens(line_suffix) if line_suffix else 0
+    if prefix_cost + suffix_cost > budget:  # one enormous cursor line (minified code): cut inside it
+        prefix, suffix = _cut_cursor_line(
+            line_prefix, line_suffix, prefix_cost, suffix_cost, prefix_budget, budget, count_tokens
+        )
+        return Context(prefix, suffix, name, situation, offset - len(prefix), offset + len(suffix))
+
+    prefix_avail = prefix_budget - prefix_cost
+    suffix_avail = suffix_budget - suffix_cost
+    if prefix_avail < 0:
+        prefix_avail, suffix_avail = 0, suffix_avail + prefix_avail
+    elif suffix_avail < 0:
+        prefix_avail, suffix_avail = prefix_avail + suffix_avail, 0
+    above = _Side(text, line_start, -1, count_tokens)
+    below = _Side(text, line_end, 1, count_tokens)
+    above.fill(prefix_avail)
+    if above.at_edge:
+        suffix_avail += prefix_avail - above.used
+    below.fill(suffix_avail)
+    if below.at_edge and not above.at_edge:
+        prefix_avail += suffix_avail - below.used
+        above.fill(prefix_avail)
+
+    def line_at(r: int) -> str:
+        if r <= row:
+            return text[above.edges[row - r] : above.edges[row - r - 1] if r < row else line_end]
+        return text[below.edges[r - row - 1] : below.edges[r - row]]
+
+    containers = _CONTAINERS.get(name or "", frozenset())
+    start, end = 0, len(text)
+    if not above.at_edge:
+        start = above.edges[row - _snap_start(root, containers, line_at, above, row, prefix_avail)]
+    if not below.at_edge:
+        end = below.edges[_snap_end(root, containers, line_at, below, row, suffix_avail) - row]
+    return Context(text[start:offset], text[offset:end], name, situation, start, end)
+
+
+class _Side:
+    """Whole lines on one side of the cursor line, counted outward until a token budget is spent.
+
+    `edges[k]` is the window edge after taking k lines: a line start going up, the offset just past a
+    line's newline going down. A line that did not fit is remembered, so a second fill() with a bigger
+    budget does not count it again.
+    """
+
+    def __init__(self, text: str, edge: int, step: int, count_tokens: Callable[[str], int]) -> None:
+        self.text = text
+        self.step = step
+        self.count_tokens = count_tokens
+        self.edges = [edge]
+        self.cumulative = [0]  # cumulative[k]: tokens in the first k lines taken
+        self.at_edge = False  # every line up to the start/end of the file is taken
+        self._pending: tuple[int, int] | None = None
+
+    @property
+    def taken(self) -> int:
+        return len(self.edges) - 1
+
+    @property
+    def used(self) -> int:
+        return self.cumulative[-1]
+
+    def fill(self, avail: int) -> None:
+        """Take whole lines while their total stays within `avail` tokens."""
+        while True:
+            if self._pending is None:
+                line = self._next_line()
+                if line is None:
+                    self.at_edge = True
+                    return
+                self._pending = (line[0], self.count_tokens(line[1]))
+            new, cost = self._pending
+            if self.used + cost > avail:
+                return
+            self._pending = None
+            self.edges.append(new)
+            self.cumulative.append(self.used + cost)
+
+    def _next_line(self) -> tuple[int, str] | None:
+        """The next line outward as (its far edge, its text); None at the start or end of the file."""
+        text, edge = self.text, self.edges[-1]
+        if self.step < 0:
+            if edge == 0:
+                return None
+            start = text.rfind("\n", 0, edge - 1) + 1
+            return start, text[start:edge]
+        if edge >= len(text):
+            return None
+        newline = text.find("\n", edge)
+        end = len(text) if newline < 0 else newline + 1
+        return end, text[edge:end]
+
+
+def _snap_start(
+    root: tree_sitter.Node | None,
+    containers: frozenset[str],
+    line_at: Callable[[int], str],
+    above: _Side,
+    row: int,
+    avail: int,
+) -> int:
+    """The row the prefix starts on: the first clean boundary at or after the budget's limit.
+
+    Coarse boundaries (top-level definitions) are preferred as long as reaching them gives up at most
+    _MAX_WASTE of the budget, because they stay put while lines are typed below them. Without a syntax
+    boundary, line numbers play the same game (multiples of _SNAP_LINES are coarsest), never inside a
+    multi-line string or comment.
+    """
+    first_row = row - above.taken
+
+    def waste(start_row: int) -> int:
+        return above.used - above.cumulative[row - start_row]
+
+    def depth(r: int) -> int | None:
+        line = line_at(r).rstrip("\r\n")
+        code = line.lstrip()
+        if root is None or not code:
+            return None
+        return _start_depth(root, containers, r, len(line[: len(line) - len(code)].encode("utf-8")))
+
+    def line_depth(r: int) -> int | None:
+        return None if root is not None and _inside_token(root, r) else _line_level(r)
+
+    rows = range(first_row, row + 1)
+    chosen = _choose(rows, waste, depth, avail)
+    if chosen is None:
+        chosen = _choose(rows, waste, line_depth, avail)
+    return first_row if chosen is None else chosen
+
+
+def _snap_end(
+    root: tree_sitter.Node | None,
+    containers: frozenset[str],
+    line_at: Callable[[int], str],
+    below: _Side,
+    row: int,
+    avail: int,
+) -> int:
+    """The row the suffix ends on (inclusive): the last clean boundary within the budget, as above."""
+    last_row = row + below.taken
+
+    def waste(end_row: int) -> int:
+        return below.used - below.cumulative[end_row - row]
+
+    def depth(r: int) -> int | None:
+        code = line_at(r).rstrip()
+        if root is None or not code:
+            return None
+        end = len(code.encode("utf-8"))
+        return _end_depth(root, containers, r, end - len(code[-1].encode("utf-8")), end)
+
+    def line_depth(r: int) -> int | None:
+        return None if root is not None and _inside_token(root, r + 1) else _line_level(r + 1)
+
+    rows = range(last_row, row - 1, -1)
+    chosen = _choose(rows, waste, depth, avail)
+    if chosen is None:
+        chosen = _choose(rows, waste, line_depth, avail)
+    return last_row if chosen is None else chosen
+
+
+def _choose(
+    rows: Iterable[int], waste: Callable[[int], int], depth: Callable[[int], int | None], avail: int
+) -> int | None:
+    """Pick a boundary row, scanning `rows` from the budget's limit toward the cursor.
+
+    The coarsest boundary (fewest enclosing containers) that wastes at most _MAX_WASTE of `avail` wins;
+    failing that the nearest boundary within _MAX_WASTE_FINE; None when there is none.
+    """
+    found: list[int] = []  # rows each shallower than all found before them: the only useful choices
+    shallowest: int | None = None
+    for r in rows:
+        if waste(r) > avail * _MAX_WASTE_FINE:
+            break
+        d = depth(r)
+        if d is not None and (shallowest is None or d < shallowest):
+            found.append(r)
+            shallowest = d
+            if d == 1:
+                break
+    for r in reversed(found):
+        if waste(r) <= avail * _MAX_WASTE:
+            return r
+    return found[0] if found else None
+
+
+def _line_level(n: int) -> int:
+    """Coarseness of line number `n` as a window edge without syntax: 1 for multiples of _SNAP_LINES,
+    then halving steps down to 5 for odd numbers."""
+    step, level = _SNAP_LINES, 1
+    while n % step:
+        step //= 2
+        level += 1
+    return level
+
+
+def _start_depth(root: tree_sitter.Node, containers: frozenset[str], r: int, column: int) -> int | None:
+    """Container depth of a window starting at row `r` (first character at byte `column`).
+
+    None when the start would cut a node: the innermost node straddling the line start must be a
+    container (block, class body, module...) and the line must begin with one of its named children.
+    """
+    first = (r, column)
+    container = _straddling(root, (r, 0))
+    chain = _path(root.descendant_for_point_range(first, first), container)
+    # A Python body begins with its first statement: step into containers that start right here.
+    while len(chain) > 1 and chain[-1].type in containers and chain[-1].start_point == first:
+        container = chain.pop()
+    if not chain or not chain[-1].is_named or chain[-1].start_point != first:
+        return None
+    return _container_depth(container, containers)
+
+
+def _end_depth(root: tree_sitter.Node, containers: frozenset[str], r: int, column: int, end: int) -> int | None:
+    """Container depth of a window ending after row `r` (last character at bytes `column`..`end`)."""
+    boundary = (r + 1, 0)
+    container = _straddling(root, boundary)
+    chain = _path(root.descendant_for_point_range((r, column), (r, end)), container)
+    while len(chain) > 1 and chain[-1].type in containers and chain[-1].end_point in ((r, end), boundary):
+        container = chain.pop()
+    if not chain:
+        return None
+    last = chain[-1]
+    if last.is_named:
+        return _container_depth(container, containers) if last.end_point in ((r, end), boundary) else None
+    # A `;` or `,` of the container itself closing the statement before it on this line.
+    before = last.prev_sibling
+    if before is None or not before.is_named or before.end_point.row != r or last.text not in (b";", b","):
+        return None
+    return _container_depth(container, containers)
+
+
+def _straddling(root: tree_sitter.Node, point: tuple[int, int]) -> tree_sitter.Node:
+    """The innermost node that starts before `point` and ends after it (the root if none does)."""
+    node = root.descendant_for_point_range(point, point)
+    while not node.start_point < point < node.end_point:
+        parent = node.parent
+        if parent is None:
+            break
+        node = parent
+    return node
+
+
+def _path(node: tree_sitter.Node | None, top: tree_sitter.Node) -> list[tree_sitter.Node]:
+    """`node` and its ancestors below `top`, innermost first; empty if `node` is `top` or not under it."""
+    chain = []
+    while node is not None and node != top:
+        chain.append(node)
+        node = node.parent
+    return chain if node is not None else []
+
+
+def _container_depth(node: tree_sitter.Node, containers: frozenset[str]) -> int | None:
+    """How many containers (the root included) enclose and include `node`; None if it is no container."""
+    if node.type not in containers and node.parent is not None:
+        return None
+    depth = 0
+    current: tree_sitter.Node | None = node
+    while current is not None:
+        parent = current.parent
+        if current.type in containers or parent is None:
+            depth += 1
+        current = parent
+    return depth
+
+
+def _inside_token(root: tree_sitter.Node, r: int) -> bool:
+    """True when the start of row `r` lies inside a string or comment that began on an earlier row."""
+    point = (r, 0)
+    node: tree_sitter.Node | None = root.descendant_for_point_range(point, point)
+    while node is not None:
+        if (node.type in _STRING_TYPES or node.type.endswith("comment")) and node.start_point < point:
+            return True
+        node = node.parent
+    return False
+
+
+def _cut_cursor_line(
+    line_prefix: str,
+    line_suffix: str,
+    prefix_cost: int,
+    suffix_cost: int,
+    prefix_budget: int,
+    budget: int,
+    count_tokens: Callable[[str], int],
+) -> tuple[str, str]:
+    """Share the budget inside a cursor line too long for it, cutting at word/space boundaries."""
+    if suffix_cost <= budget - prefix_budget:
+        prefix_limit, suffix_limit = budget - suffix_cost, suffix_cost
+    elif prefix_cost <= prefix_budget:
+        prefix_limit, suffix_limit = prefix_cost, budget - prefix_cost
+    else:
+        prefix_limit, suffix_limit = prefix_budget, budget - prefix_budget
+    if prefix_cost > prefix_limit:
+        cuts = _cut_points(line_prefix)
+        lo, hi = 0, len(cuts) - 1  # find the earliest cut whose tail fits; the last cut keeps nothing
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if count_tokens(line_prefix[cuts[mid] :]) <= prefix_limit:
+                hi = mid
+            else:
+                lo = mid + 1
+        line_prefix = line_prefix[cuts[lo] :]
+    if suffix_cost > suffix_limit:
+        cuts = _cut_points(line_suffix)
+        lo, hi = 0, len(cuts) - 1  # find the latest cut whose head fits; the first cut keeps nothing
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if count_tokens(line_suffix[: cuts[mid]]) <= suffix_limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        line_suffix = line_suffix[: cuts[lo]]
+    return line_prefix, line_suffix
+
+
+def _cut_points(s: str) -> list[int]:
+    """Offsets in `s` that split neither a word nor a run of spaces, with both ends included."""
+    points = {0, len(s)}
+    points.update(m.start() for m in re.finditer(r"\b|(?<=\s)(?=\S)|(?<=\S)(?=\s)", s))
+    return sorted(points)
+
+
+def _situation(
+    text: str,
+    offset: int,
+    row: int,
+    line_start: int,
+    line_end: int,
+    language: str | None,
+    root: tree_sitter.Node | None,
+) -> Situation:
+    line_prefix = text[line_start:offset]
+    line_suffix = text[offset:line_end].removesuffix("\n").removesuffix("\r")
+    line = line_prefix + line_suffix
+    markers = _COMMENT_MARKERS.get(language or "", ("//",) if language in _CONTAINERS else ("//", "#"))
+
+    in_string = in_comment = False
+    node_type = None
+    if root is not None:
+        point = (row, len(line_prefix.encode("utf-8")))
+        before = (row, point[1] - len(line_prefix[-1:].encode("utf-8")))
+        broken = root.descendant_for_point_range((row, 0), point).has_error
+        for node in (root.descendant_for_point_range(before, point), root.descendant_for_point_range(point, point)):
+            string, comment, error = _classify(node, point)
+            in_string, in_comment, broken = in_string or string, in_comment or comment, broken or error
+        if broken and not (in_string or in_comment):  # the tree cannot be trusted here: read the line
+            comment_start, quote = _lex(line_prefix, markers)
+            in_string, in_comment = quote is not None, comment_start is not None
+        typing_word = bool(line_prefix[-1:].strip())
+        node_type = root.named_descendant_for_point_range(before if typing_word else point, point).type
+    else:
+        comment_start, quote = _lex(line_prefix, markers)
+        in_string, in_comment = quote is not None, comment_start is not None
+
+    if line_prefix.strip():
+        after_opener = _is_opener(_code_part(line_prefix, markers), language)
+        opener_line = None
+    else:
+        opener_line = _nearby_line(text, line_start, -1)
+        after_opener = opener_line is not None and _is_opener(_code_part(opener_line, markers), language)
+    empty_block = False
+    if after_opener and opener_line is not None and not line.strip() and not (in_string or in_comment):
+        following = _nearby_line(text, line_end, 1)
+        empty_block = (
+            following is None
+            or _indent_width(following) <= _indent_width(opener_line)
+            or following.lstrip().startswith((")", "]", "}"))
+        )
+    multiline = (
+        not (in_string or in_comment)
+        and _CLOSING_ONLY.fullmatch(line_suffix) is not None
+        and (empty_block or after_opener or not line_prefix.strip())
+    )
+    return Situation(
+        line_prefix=line_prefix,
+        line_suffix=line_suffix,
+        indent=line[: len(line) - len(line.lstrip(" \t"))],
+        mid_line=bool(line_suffix.strip()),
+        in_string=in_string,
+        in_comment=in_comment,
+        after_opener=after_opener,
+        empty_block=empty_block,
+        node_type=node_type,
+        multiline=multiline,
+    )
+
+
+def _classify(node: tree_sitter.Node | None, point: tuple[int, int]) -> tuple[bool, bool, bool]:
+    """(in string, in comment, inside a syntax error) for `point`, from `node` and its ancestors."""
+    string = comment = error = False
+    looking = True
+    while node is not None:
+        kind = node.type
+        error = error or node.is_error or node.is_missing
+        if looking:
+            if kind in _INTERPOLATION_TYPES:
+                looking = False
+            elif kind in _STRING_TYPES and node.start_point < point < node.end_point:
+                string, looking = True, False
+            elif kind.endswith("comment") and node.start_point < point and (
+                point < node.end_point or not _BLOCK_COMMENT_END.search(node.text or b"")
+            ):
+                comment, looking = True, False
+        node = node.parent
+    return string, comment, error
+
+
+def _lex(line: str, markers: tuple[str, ...]) -> tuple[int | None, str | None]:
+    """Where a line comment starts in `line` (None if none) and the quote left open at its end.
+
+    A lexical reading for text without a trustworthy tree: markers inside quotes do not count.
+    """
+    quote = None
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote is not None:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif line.startswith(markers, i):
+            return i, None
+        elif ch in "\"'`":
+            quote = ch
+        i += 1
+    return None, quote
+
+
+def _code_part(line: str, markers: tuple[str, ...]) -> str:
+    """`line` without its trailing line comment."""
+    comment_start, _ = _lex(line, markers)
+    return line if comment_start is None else line[:comment_start]
+
+
+def _is_opener(code: str, language: str | None) -> bool:
+    code = code.rstrip()
+    return (
+        code.endswith(("(", "[", "{"))
+        or (language == "python" and code.endswith(":"))
+        or (language in ("lua", "bash") and _OPENER_WORD.search(code) is not None)
+    )
+
+
+def _nearby_line(text: str, edge: int, step: int) -> str | None:
+    """The nearest non-blank line above the line starting at `edge` (step -1), or from `edge` on (+1)."""
+    while True:
+        if step < 0:
+            if edge == 0:
+                return None
+            start = text.rfind("\n", 0, edge - 1) + 1
+            line, edge = text[start:edge], start
+        else:
+            if edge >= len(text):
+                return None
+            newline = text.find("\n", edge)
+            end = len(text) if newline < 0 else newline + 1
+            line, edge = text[edge:end], end
+        if line.strip():
+            return line.rstrip("\r\n")
+
+
+def _indent_width(line: str) -> int:
+    expanded = line.expandtabs(4)
+    return len(expanded) - len(expanded.lstrip())
