@@ -1,0 +1,539 @@
+"""Cut the model's raw output so a suggestion ends where the code should end.
+
+Models write past the point where the user's code continues: they close blocks the suffix already
+closes, retype the line below the cursor, or loop. The rules here are small steps in the spirit of
+Tabby's post-processing pipeline and Continue's stream filters.
+
+Line rules judge one line of the completion at a time, knowing only the lines before it. That is what
+lets one rule set both tell the engine to stop generating (`stop_reason`, called after every token, so
+no tokens are spent past the end) and cut the final text (`postprocess`): cutting where `stop_reason`
+fired and post-processing gives the same suggestion as post-processing everything the model would
+have written. A line still being generated is only judged by rules that cannot change their mind as
+it grows (`single_line` and a dedent); the rest wait for its newline. Text rules then tidy the cut
+text (trailing whitespace, overlap with the rest of the cursor line, a repeat of the line above).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+from codecomplete.context import Context
+
+_WORD = re.compile(r"\w")
+_FIRST_WORD = re.compile(r"\w+")
+_CLOSING_PUNCT = ")]};,"
+_OPENER_LOOKBACK = 4000  # characters of prefix searched for the bracket that opened the cursor's block
+
+
+# --- lexing: just enough to not count brackets inside strings and comments -------------------------
+
+
+@dataclass(frozen=True)
+class _Region:
+    """A string or comment: `opener` regex, then `rest` regex whose `end` group is the closing delimiter."""
+
+    opener: str
+    rest: str
+
+
+def _line_comment(opener: str) -> _Region:
+    return _Region(opener, r"[^\n]*")
+
+
+def _quoted(opener: str, closer: str, *, multiline: bool = False, escapes: bool = True) -> _Region:
+    """A delimited region; an unterminated one runs to the end of the text (or of the line)."""
+    if escapes:
+        char = r"(?:\\[\s\S]|[^\\])" if multiline else r"(?:\\[\s\S]|[^\\\n])"
+    else:
+        char = r"[\s\S]" if multiline else r"[^\n]"
+    stop = r"|\Z" if multiline else r"|(?=\n)|\Z"
+    return _Region(opener, f"{char}*?(?:(?P<end>{re.escape(closer)}){stop})")
+
+
+class _Syntax:
+    """Strings, comments, brackets and keyword block closers of one language, compiled to one regex."""
+
+    def __init__(self, regions: tuple[_Region, ...], brackets: str = "()[]{}", closer_words: tuple[str, ...] = ()):
+        self.closing = "".join(c for c in brackets if c in ")]}")
+        self.closer_words = frozenset(closer_words)
+        alternatives = [
+            f"(?P<r{k}>{r.opener}{r.rest.replace('(?P<end>', f'(?P<e{k}>')})" for k, r in enumerate(regions)
+        ]
+        alternatives.append(f"(?P<b>[{re.escape(brackets)}])")
+        self.pattern = re.compile("|".join(alternatives))
+        self.rests = tuple(re.compile(r.rest) for r in regions)
+        self.terminable = tuple("(?P<end>" in r.rest for r in regions)
+
+
+_C_COMMENTS = (_quoted(r"/\*", "*/", multiline=True, escapes=False), _line_comment("//"))
+_C_QUOTES = (_quoted('"', '"'), _quoted("'", "'"))
+_JS = _Syntax((*_C_COMMENTS, _quoted("`", "`", multiline=True), *_C_QUOTES))
+_C = _Syntax((*_C_COMMENTS, *_C_QUOTES))
+_SYNTAX: dict[str | None, _Syntax] = {
+    "python": _Syntax(
+        (
+            _line_comment("#"),
+            _quoted('"""', '"""', multiline=True),
+            _quoted("'''", "'''", multiline=True),
+            *_C_QUOTES,
+        )
+    ),
+    "javascript": _JS,
+    "typescript": _JS,
+    "tsx": _JS,
+    "go": _Syntax((*_C_COMMENTS, _quoted("`", "`", multiline=True, escapes=False), *_C_QUOTES)),
+    # A quote is a char literal only if it closes after one character: `'a` is a lifetime.
+    "rust": _Syntax(
+        (
+            *_C_COMMENTS,
+            _quoted('r#"', '"#', multiline=True, escapes=False),
+            _quoted('"', '"', multiline=True),
+            _Region("'", r"(?:\\[^'\n]+|[^\\'\n])(?P<end>')"),
+        )
+    ),
+    "java": _Syntax((*_C_COMMENTS, _quoted('"""', '"""', multiline=True), *_C_QUOTES)),
+    "c": _C,
+    "cpp": _C,
+    "lua": _Syntax(
+        (
+            _quoted(r"--\[\[", "]]", multiline=True, escapes=False),
+            _line_comment("--"),
+            _quoted(r"\[\[", "]]", multiline=True, escapes=False),
+            *_C_QUOTES,
+        ),
+        closer_words=("end", "until"),
+    ),
+    # `case` arms end in an unmatched `)`, so parentheses do not count in shell scripts.
+    "bash": _Syntax(
+        (
+            _line_comment(r"(?<![^\s])#"),
+            _quoted('"', '"', multiline=True),
+            _quoted("'", "'", multiline=True, escapes=False),
+        ),
+        brackets="[]{}",
+        closer_words=("fi", "done", "esac"),
+    ),
+    None: _Syntax((*_C_COMMENTS, _line_comment("#"), *_C_QUOTES)),
+}
+
+_DISABLED = -1  # the cursor is in a string or comment whose delimiter is unknown: do not count brackets
+
+
+def _start_state(syntax: _Syntax, ctx: Context) -> int | None:
+    """The string/comment region the cursor is inside (an index into `syntax.rests`), None in code."""
+    situation = ctx.situation
+    line_prefix = situation.line_prefix
+    inside = None
+    for m in syntax.pattern.finditer(line_prefix):
+        if m.lastgroup == "b" or m.end() != len(line_prefix):
+            continue
+        k = int(m.lastgroup[1:])
+        inside = None if syntax.terminable[k] and m.group(f"e{k}") is not None else k
+    flagged = situation.in_string or situation.in_comment
+    # Tree-sitter knows better than this lexer; without a grammar the lexer is all we have.
+    if inside is not None and (flagged or situation.node_type is None):
+        return inside
+    return _DISABLED if flagged else None
+
+
+def _lex(syntax: _Syntax, text: str, start: int | None) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Bracket moves `(offset, +1/-1)` in code, and the spans of strings/comments that cross a newline."""
+    if start == _DISABLED:
+        return [], []
+    moves: list[tuple[int, int]] = []
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    if start is not None:
+        pos = syntax.rests[start].match(text).end()
+        spans.append((0, pos))
+    for m in syntax.pattern.finditer(text, pos):
+        if m.lastgroup == "b":
+            moves.append((m.start(), -1 if m.group() in syntax.closing else 1))
+        elif "\n" in m.group():
+            spans.append(m.span())
+    return moves, spans
+
+
+def _end_depth(syntax: _Syntax, text: str, start: int | None) -> int:
+    return sum(move for _, move in _lex(syntax, text, start)[0])
+
+
+# --- what the rules know --------------------------------------------------------------------------
+
+
+def _indent_width(line: str) -> int:
+    return len(line[: len(line) - len(line.lstrip(" \t"))].expandtabs(4))
+
+
+def _iter_lines(text: str) -> Iterator[str]:
+    """Lines of `text` one by one, so that finding the first non-blank line does not split a long suffix."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end]
+        start = end + 1
+    yield text[start:]
+
+
+def _line_above(prefix: str) -> str | None:
+    """The last non-blank line of the prefix before the cursor line."""
+    end = prefix.rfind("\n")
+    while end > 0:
+        start = prefix.rfind("\n", 0, end) + 1
+        if prefix[start:end].strip():
+            return prefix[start:end]
+        end = start - 1
+    return None
+
+
+def _first_word(text: str) -> str:
+    m = _FIRST_WORD.match(text)
+    return m.group() if m else ""
+
+
+@dataclass(frozen=True)
+class _Env:
+    """What the rules need from the context, worked out once per call."""
+
+    ctx: Context
+    syntax: _Syntax
+    start: int | None  # lexer state at the cursor
+    at_line_start: bool  # only whitespace before the cursor on its line
+    next_line: str | None  # first non-blank line below the cursor line, right-stripped
+    suffix_head: str | None  # first non-blank suffix text (from the cursor on), stripped
+    suffix_head_indent: int | None  # its indent, None when it is on the cursor line
+
+    @cached_property
+    def opener_indent(self) -> int | None:
+        """Indent of the line holding the innermost bracket left open before the cursor.
+
+        Only the last stretch of the prefix is read (from a line start): that block opens near the
+        cursor, and a far one is better unknown than slow to find.
+        """
+        prefix = self.ctx.prefix
+        if len(prefix) > _OPENER_LOOKBACK:
+            prefix = prefix[prefix.find("\n", len(prefix) - _OPENER_LOOKBACK) + 1 :]
+        open_at: list[int] = []
+        for at, move in _lex(self.syntax, prefix, None)[0]:
+            if move > 0:
+                open_at.append(at)
+            elif open_at:
+                open_at.pop()
+        if not open_at:
+            return None
+        return _indent_width(prefix[prefix.rfind("\n", 0, open_at[-1]) + 1 :])
+
+    def closes_block(self, bracket: str, indent: int | None) -> bool:
+        """Whether the suffix already starts with the closer of the cursor's bracket block.
+
+        The first closer after the cursor matches the innermost open bracket, unless the user has not
+        closed that block yet and it closes an outer one: then it is indented less than the line that
+        opened the block (or, when that line is out of sight, than the completion's own closer).
+        """
+        head = self.suffix_head
+        if head is None or not head.startswith(bracket):
+            return False
+        if self.suffix_head_indent is None:
+            return True  # right after the cursor, on its line
+        expected = self.opener_indent if self.opener_indent is not None else indent
+        return expected is None or self.suffix_head_indent == expected
+
+    def ends_with_word(self, word: str, indent: int | None) -> bool:
+        """Whether the suffix already starts with this keyword closer (at the same indent, if given)."""
+        head = self.suffix_head
+        if head is None or _first_word(head) != word:
+            return False
+        return indent is None or self.suffix_head_indent is None or indent == self.suffix_head_indent
+
+
+def _env(ctx: Context) -> _Env:
+    syntax = _SYNTAX.get(ctx.language, _SYNTAX[None])
+    lines = _iter_lines(ctx.suffix)
+    cursor_rest = next(lines)
+    head, head_indent = (cursor_rest.strip(), None) if cursor_rest.strip() else (None, None)
+    next_line = None
+    for line in lines:
+        if line.strip():
+            next_line = line.rstrip()
+            if head is None:
+                head, head_indent = line.strip(), _indent_width(line)
+            break
+    return _Env(
+        ctx=ctx,
+        syntax=syntax,
+        start=_start_state(syntax, ctx),
+        at_line_start=not ctx.situation.line_prefix.strip(),
+        next_line=next_line,
+        suffix_head=head,
+        suffix_head_indent=head_indent,
+    )
+
+
+@dataclass(frozen=True)
+class _Line:
+    """One line of the completion; line 0 continues the cursor line."""
+
+    start: int  # offset of the line in the completion
+    text: str  # the completion's part of the line
+    full: str  # the line as it reads in the document (line 0 includes the text before the cursor)
+    complete: bool  # its newline has been generated (or generation is over)
+    in_code: bool  # starts outside strings and comments
+    end_depth: int  # bracket depth at its end, counted from the start of the completion
+    negative_at: int | None  # offset of the closer that first took the depth below zero on this line
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.text)
+
+    @property
+    def stripped(self) -> str:
+        return self.full.strip()
+
+    @property
+    def indent(self) -> int:
+        return _indent_width(self.full)
+
+
+@dataclass(frozen=True)
+class _Scan:
+    env: _Env
+    text: str
+    lines: list[_Line]
+    block_indent: int | None  # lines indented less than this have left the cursor's block
+
+
+def _scan(text: str, env: _Env, final: bool) -> _Scan:
+    moves, spans = _lex(env.syntax, text, env.start)
+    parts = text.split("\n")
+    line_prefix = env.ctx.situation.line_prefix
+    lines = []
+    start = depth = m = 0
+    for index, part in enumerate(parts):
+        end = start + len(part)
+        negative_at = None
+        while m < len(moves) and moves[m][0] < end:
+            depth += moves[m][1]
+            if depth < 0 and negative_at is None:
+                negative_at = moves[m][0]
+            m += 1
+        hidden = any(s < start < e for s, e in spans)
+        full = line_prefix + part if index == 0 else part
+        lines.append(_Line(start, part, full, final or index < len(parts) - 1, not hidden, depth, negative_at))
+        start = end + 1
+    return _Scan(env, text, lines, _block_indent(env, lines))
+
+
+def _block_indent(env: _Env, lines: list[_Line]) -> int | None:
+    """The indent of the block the cursor is in.
+
+    Mid-line it is the cursor line's (one level deeper after a block opener); at the start of a line
+    the completion's first non-blank line decides, since the model is choosing the indentation there.
+    """
+    situation = env.ctx.situation
+    if not env.at_line_start:
+        deeper = situation.after_opener or situation.empty_block
+        return _indent_width(situation.line_prefix) + (1 if deeper else 0)
+    return next((line.indent for line in lines if line.stripped), None)
+
+
+# --- line rules: (scan, line index) -> where to cut, or None ---------------------------------------
+
+
+@dataclass(frozen=True)
+class _Cut:
+    end: int  # keep completion[:end]
+    reason: str
+
+
+def _single_line(scan: _Scan, i: int) -> _Cut | None:
+    """Where only a line makes sense, the first newline ends the suggestion."""
+    if i > 0 and not scan.env.ctx.situation.multiline:
+        return _Cut(scan.lines[i].start - 1, "single_line")
+    return None
+
+
+def _is_closer_start(scan: _Scan, line: _Line) -> bool | None:
+    """Whether the line starts with a block closer; None while that cannot be known yet."""
+    syntax = scan.env.syntax
+    if line.stripped[0] in syntax.closing:
+        return True
+    if not syntax.closer_words:
+        return False
+    return _first_word(line.stripped) in syntax.closer_words if line.complete else None
+
+
+def _dedent(scan: _Scan, i: int) -> _Cut | None:
+    """A line indented less than the cursor's block has left it (the main rule for Python)."""
+    line = scan.lines[i]
+    if i == 0 or scan.block_indent is None or not line.in_code or not line.stripped:
+        return None
+    if _is_closer_start(scan, line) is not False:
+        return None  # `_closing_line` decides, once the line is complete
+    if line.indent < scan.block_indent:
+        return _Cut(line.start - 1, "block_end")
+    return None
+
+
+def _closing_line(scan: _Scan, i: int) -> _Cut | None:
+    """A closer that leaves the cursor's block ends the suggestion; it stays unless the suffix has it.
+
+    A line that reopens (`} else {`) keeps the block going. A closer typed after code on the cursor
+    line stays: what duplicates the rest of that line is trimmed by `_drop_line_suffix_overlap`.
+    """
+    line = scan.lines[i]
+    if not line.complete:
+        return None
+    env = scan.env
+    whole_line = i > 0 or env.at_line_start
+    if line.negative_at is not None and line.end_depth < 0:
+        if not whole_line:
+            return _Cut(line.end, "block_end")
+        at = line.negative_at
+        leads = not scan.text[line.start : at].strip()
+        closed = env.closes_block(scan.text[at], line.indent if leads and i > 0 else None)
+        return _Cut(at if closed else line.end, "block_end")
+    if not (whole_line and env.syntax.closer_words and line.in_code and line.stripped):
+        return None
+    word = _first_word(line.stripped)
+    if word not in env.syntax.closer_words:
+        return None
+    if i == 0:  # its indent is the editor's as much as the model's
+        return _Cut(0 if env.ends_with_word(word, None) else line.end, "block_end")
+    if scan.block_indent is not None and line.indent < scan.block_indent:
+        return _Cut(line.start - 1 if env.ends_with_word(word, line.indent) else line.end, "block_end")
+    return None
+
+
+def _is_closer_only(stripped: str, syntax: _Syntax) -> bool:
+    rest = stripped.strip(_CLOSING_PUNCT)
+    return not rest or rest in syntax.closer_words
+
+
+def _suffix_line(scan: _Scan, i: int) -> _Cut | None:
+    """A line equal to the first line below the cursor is where the suffix takes over (Continue).
+
+    Lines of closers are left to `_closing_line`: nested blocks legitimately repeat them.
+    """
+    env = scan.env
+    line = scan.lines[i]
+    target = env.next_line
+    if target is None or not line.complete or _is_closer_only(target.strip(), env.syntax):
+        return None
+    if i == 0 and env.ctx.situation.line_suffix.strip():
+        return None  # the cursor line keeps its own rest; it is not a whole line
+    if line.full.rstrip() == target:
+        return _Cut(max(line.start - 1, 0), "suffix_overlap")
+    return None
+
+
+def _repetition(scan: _Scan, i: int) -> _Cut | None:
+    """The same line three times in a row is a loop: keep the first (Continue)."""
+    if i < 2 or not scan.lines[i].complete:
+        return None
+    first, second, third = (scan.lines[j].full.rstrip() for j in (i - 2, i - 1, i))
+    if first.strip() and first == second == third:
+        return _Cut(scan.lines[i - 2].end, "repetition")
+    return None
+
+
+_LINE_RULES: tuple[Callable[[_Scan, int], _Cut | None], ...] = (
+    _single_line,
+    _dedent,
+    _closing_line,
+    _suffix_line,
+    _repetition,
+)
+
+
+def _find_cut(text: str, env: _Env, final: bool) -> _Cut | None:
+    scan = _scan(text, env, final)
+    for i in range(len(scan.lines)):
+        for rule in _LINE_RULES:
+            cut = rule(scan, i)
+            if cut is not None:
+                return cut
+    return None
+
+
+# --- text rules: (text, env) -> text, applied to the cut text --------------------------------------
+
+
+def _strip_trailing_whitespace(text: str, env: _Env) -> str:
+    """Trailing blanks go; the first line's leading whitespace stays as generated.
+
+    Before a non-blank rest of the cursor line the end is left alone: there it separates words.
+    """
+    lines = text.split("\n")
+    body = "\n".join([line.rstrip() for line in lines[:-1]] + [lines[-1]])
+    return body if env.ctx.situation.line_suffix.strip() else body.rstrip()
+
+
+def _drop_line_suffix_overlap(text: str, env: _Env) -> str:
+    """Drop an end that the rest of the cursor line already has (`x)` before `)`).
+
+    Part of that rest only counts when it is punctuation, and a closer only when the completion
+    did not open it itself (`len(x)` before `)` keeps its parenthesis).
+    """
+    rest = env.ctx.situation.line_suffix.rstrip()
+    if not rest.strip():
+        return text
+    for k in range(len(rest), 0, -1):
+        piece = rest[:k]
+        if not text.endswith(piece) or (k < len(rest) and _WORD.search(piece)):
+            continue
+        kept = text[:-k]
+        if _end_depth(env.syntax, kept, env.start) <= 0:
+            return kept
+    return text
+
+
+def _drop_repeat_of_line_above(text: str, env: _Env) -> str:
+    """A suggestion that only retypes the line above is never useful.
+
+    Indentation counts: a closer below a closer one level deeper is the next block's end, not a repeat.
+    """
+    situation = env.ctx.situation
+    content = [line for line in (situation.line_prefix + text + situation.line_suffix).split("\n") if line.strip()]
+    above = _line_above(env.ctx.prefix)
+    if text.strip() and len(content) == 1 and above is not None and content[0].rstrip() == above.rstrip():
+        return ""
+    return text
+
+
+def _drop_blank(text: str, env: _Env) -> str:
+    return text if text.strip() else ""
+
+
+_TEXT_RULES: tuple[tuple[Callable[[str, _Env], str], str | None], ...] = (
+    (_strip_trailing_whitespace, None),
+    (_drop_line_suffix_overlap, "suffix_overlap"),
+    (_drop_repeat_of_line_above, "repeats_previous_line"),
+    (_drop_blank, None),
+)
+
+
+# --- public API -----------------------------------------------------------------------------------
+
+
+def stop_reason(text: str, ctx: Context) -> str | None:
+    """Called by the engine after every generated token with the text so far; returns a reason
+    ('single_line', 'block_end', 'suffix_overlap', 'repetition') as soon as generation can stop."""
+    cut = _find_cut(text, _env(ctx), final=False)
+    return cut.reason if cut else None
+
+
+def postprocess(text: str, ctx: Context) -> tuple[str, str | None]:
+    """The final suggestion, and which rule cut it last ('single_line', 'block_end', 'suffix_overlap',
+    'repetition', 'repeats_previous_line'), or None if nothing was cut."""
+    env = _env(ctx)
+    reason = None
+    cut = _find_cut(text, env, final=True)
+    if cut is not None:
+        text, reason = text[: cut.end], cut.reason
+    for rule, why in _TEXT_RULES:
+        changed = rule(text, env)
+        if changed != text:
+            text, reason = changed, why or reason
+    return text, reason

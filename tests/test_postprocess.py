@@ -1,0 +1,769 @@
+"""Post-processing: each rule per language, exact output text and reason, and stop_reason agreeing with it."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from codecomplete.context import Context, Situation
+from codecomplete.postprocess import postprocess, stop_reason
+
+CURSOR = "█"
+
+
+def make_ctx(
+    source: str,
+    language: str | None,
+    *,
+    multiline: bool = True,
+    after_opener: bool | None = None,
+    empty_block: bool = False,
+    in_string: bool = False,
+    in_comment: bool = False,
+    node_type: str | None = "block",
+) -> Context:
+    """A Context as build_context would describe `source` with the cursor at `█` (built by hand here)."""
+    prefix, suffix = source.split(CURSOR)
+    line_prefix = prefix.rsplit("\n", 1)[-1]
+    line_suffix = suffix.split("\n", 1)[0]
+    line = line_prefix + line_suffix
+    if after_opener is None:
+        after_opener = prefix.rstrip().endswith(("(", "[", "{", ":"))
+    situation = Situation(
+        line_prefix=line_prefix,
+        line_suffix=line_suffix,
+        indent=line[: len(line) - len(line.lstrip())],
+        mid_line=bool(line_suffix.strip()),
+        in_string=in_string,
+        in_comment=in_comment,
+        after_opener=after_opener,
+        empty_block=empty_block,
+        node_type=node_type,
+        multiline=multiline,
+    )
+    return Context(prefix, suffix, language, situation, prefix_start=0, suffix_end=len(prefix) + len(suffix))
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    language: str | None
+    source: str
+    completion: str
+    expected: str
+    reason: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def ctx(self) -> Context:
+        return make_ctx(self.source, self.language, **self.options)
+
+
+SINGLE = {"multiline": False}
+
+SINGLE_VS_MULTI = [
+    Case("py-single-cut", "python", "x = █\n", "compute(a, b)\nprint(x)\n", "compute(a, b)", "single_line", SINGLE),
+    Case("py-single-leading-newline", "python", "def f():█\n", "\n    return 1\n", "", "single_line", SINGLE),
+    Case("py-single-no-newline", "python", "x = █\n", "compute(a, b)", "compute(a, b)", None, SINGLE),
+    Case(
+        "py-multi-kept",
+        "python",
+        "def f(x):\n    █\n",
+        "y = x + 1\n    return y\n",
+        "y = x + 1\n    return y",
+        None,
+    ),
+    Case(
+        "js-single-cut",
+        "javascript",
+        "const total = █\n",
+        "items.length;\nfoo();",
+        "items.length;",
+        "single_line",
+        SINGLE,
+    ),
+    Case("js-single-leading-newline", "javascript", "foo(█\n", "\n  a,\n  b);", "", "single_line", SINGLE),
+    Case(
+        "js-multi-kept",
+        "javascript",
+        "function f(a) {\n  █\n",
+        "const b = a * 2;\n  return b;",
+        "const b = a * 2;\n  return b;",
+        None,
+    ),
+    Case("go-single-cut", "go", "\tn := █\n", "len(xs)\n\treturn n\n", "len(xs)", "single_line", SINGLE),
+    Case("go-single-leading-newline", "go", "\tif ok {█\n", "\n\t\treturn 1\n\t}", "", "single_line", SINGLE),
+    Case(
+        "go-multi-kept",
+        "go",
+        "func f() int {\n\t█\n",
+        "n := 2\n\treturn n * n",
+        "n := 2\n\treturn n * n",
+        None,
+    ),
+    Case("rust-single-cut", "rust", "    let n = █;\n", "v.len()\n    n\n", "v.len()", "single_line", SINGLE),
+    Case("empty-py", "python", "x = █\n", "", "", None),
+    Case("empty-js-single", "javascript", "x = █\n", "", "", None, SINGLE),
+    Case("empty-go", "go", "\t█\n", "", "", None),
+    Case("whitespace-only-py", "python", "def f():\n    █\n", "   \n  \n", "", None),
+    Case("whitespace-only-js-single", "javascript", "x = █\n", "  \n", "", "single_line", SINGLE),
+    Case("whitespace-only-go", "go", "\t█\n", " \t ", "", None),
+    Case("whitespace-only-before-rest-of-line", "javascript", "x = █b;\n", "   ", "", None, SINGLE),
+]
+
+BLOCK_END = [
+    # Python: indentation is the main rule.
+    Case(
+        "py-dedent-ends-function-body",
+        "python",
+        "def f(x):\n    █\n",
+        "if x:\n        return 1\n    return 2\n\ndef g():\n    pass\n",
+        "if x:\n        return 1\n    return 2",
+        "block_end",
+    ),
+    Case(
+        "py-after-opener-one-level-deeper",
+        "python",
+        "def f(x):█\n",
+        "\n    return x * 2\nprint(f(3))\n",
+        "\n    return x * 2",
+        "block_end",
+    ),
+    Case(
+        "py-line-start-col0-keeps-indent",
+        "python",
+        "def f():\n█\n",
+        "    total = 0\n    return total\ndef g():\n",
+        "    total = 0\n    return total",
+        "block_end",
+    ),
+    Case(
+        "py-if-body-ends-at-else",
+        "python",
+        "def f(x):\n    if x:█\n",
+        "\n        return 1\n    else:\n        return 2\n",
+        "\n        return 1",
+        "block_end",
+    ),
+    Case(
+        "py-closing-paren-kept",
+        "python",
+        "result = compute(█\n",
+        "\n    a,\n    b,\n)\nprint(result)\n",
+        "\n    a,\n    b,\n)",
+        "block_end",
+    ),
+    Case(
+        "py-closing-paren-in-suffix",
+        "python",
+        "result = compute(█)\n",
+        "\n    a,\n    b,\n)\nprint(result)\n",
+        "\n    a,\n    b,\n",
+        "block_end",
+    ),
+    Case(
+        "py-dict-closing-in-suffix",
+        "python",
+        'd = {\n    "a": 1,\n    █\n}\n',
+        '"b": 2,\n}\nprint(d)\n',
+        '"b": 2,',
+        "block_end",
+    ),
+    Case(
+        "py-string-with-dedent-text",
+        "python",
+        "def f():\n    █\n",
+        'text = """\nnot code }\n"""\n    return text\nx = 1\n',
+        'text = """\nnot code }\n"""\n    return text',
+        "block_end",
+    ),
+    # JavaScript: brackets decide, the suffix may already hold the closer.
+    Case(
+        "js-closing-brace-in-suffix",
+        "javascript",
+        "function f(a) {\n  █\n}\n",
+        "const b = a * 2;\n  return b;\n}\n\nfunction g() {}\n",
+        "const b = a * 2;\n  return b;",
+        "block_end",
+    ),
+    Case(
+        "js-closing-brace-not-in-suffix",
+        "javascript",
+        "function f(a) {█\n\nmodule.exports = f;\n",
+        "\n  return a * 2;\n}\n\nfunction g() {}\n",
+        "\n  return a * 2;\n}",
+        "block_end",
+    ),
+    Case(
+        "js-object-literal",
+        "javascript",
+        'const cfg = {\n  name: "x",\n  █\n};\n',
+        'port: 8080,\n  host: "localhost",\n};\nconsole.log(cfg);\n',
+        'port: 8080,\n  host: "localhost",',
+        "block_end",
+    ),
+    Case(
+        "js-object-literal-after-opener",
+        "javascript",
+        "const cfg = {█\n};\n",
+        "\n  port: 8080,\n  debug: false,\n};\n",
+        "\n  port: 8080,\n  debug: false,",
+        "block_end",
+    ),
+    Case(
+        "js-string-and-comment-with-braces",
+        "javascript",
+        "function f() {\n  █\n}\n",
+        "const s = \"}\";\n  const t = '{'; // } here\n  /* { */\n  return s + t;\n}\nf();\n",
+        "const s = \"}\";\n  const t = '{'; // } here\n  /* { */\n  return s + t;",
+        "block_end",
+    ),
+    Case(
+        "js-template-literal-lines-are-not-code",
+        "javascript",
+        "function f() {\n  █\n}\n",
+        "const q = `\nSELECT }\n`;\n  return q;\n}\n",
+        "const q = `\nSELECT }\n`;\n  return q;",
+        "block_end",
+    ),
+    Case(
+        "js-callback-close-in-suffix",
+        "javascript",
+        "items.forEach((item) => {\n  █\n});\n",
+        "console.log(item);\n});\nfoo();\n",
+        "console.log(item);",
+        "block_end",
+    ),
+    Case(
+        "js-inner-block-closer-kept-outer-in-suffix",
+        "javascript",
+        "function f(x) {\n  if (x) {\n    █\n}\n",
+        "return 1;\n  }\n  return 2;\n}\n",
+        "return 1;\n  }",
+        "block_end",
+    ),
+    # Go
+    Case(
+        "go-if-err-block-not-closed-yet",
+        "go",
+        "func f() error {\n\terr := g()\n\tif err != nil {█\n\treturn nil\n}\n",
+        "\n\t\treturn err\n\t}\n\treturn nil\n}\n",
+        "\n\t\treturn err\n\t}",
+        "block_end",
+    ),
+    Case(
+        "go-if-err-block-closed-in-suffix",
+        "go",
+        "func f() error {\n\terr := g()\n\tif err != nil {█\n\t}\n\treturn nil\n}\n",
+        "\n\t\treturn err\n\t}\n\treturn nil\n}\n",
+        "\n\t\treturn err",
+        "block_end",
+    ),
+    Case(
+        "go-empty-if-body-line-start",
+        "go",
+        "func f() error {\n\tif err != nil {\n\t\t█\n\t}\n}\n",
+        "return err\n\t}\n\treturn nil\n}\n",
+        "return err",
+        "block_end",
+        {"empty_block": True},
+    ),
+    Case(
+        "go-else-keeps-block-going",
+        "go",
+        "func f(ok bool) int {\n\tif ok {\n\t\t█\n\t}\n}\n",
+        "return 1\n\t} else {\n\t\treturn 2\n\t}\n\treturn 3\n}\n",
+        "return 1\n\t} else {\n\t\treturn 2",
+        "block_end",
+    ),
+    Case(
+        "go-own-block-then-function-end",
+        "go",
+        "func f() error {\n\t█\n}\n",
+        'x, err := g()\n\tif err != nil {\n\t\treturn fmt.Errorf("}%w", err)\n\t}\n\t_ = x\n}\n\nfunc h() {}\n',
+        'x, err := g()\n\tif err != nil {\n\t\treturn fmt.Errorf("}%w", err)\n\t}\n\t_ = x',
+        "block_end",
+    ),
+    Case(
+        "go-raw-string-braces",
+        "go",
+        "func f() string {\n\t█\n}\n",
+        "s := `{\n}`\n\treturn s\n}\n",
+        "s := `{\n}`\n\treturn s",
+        "block_end",
+    ),
+    Case(
+        "go-call-closed-on-cursor-line",
+        "go",
+        "\tx := compute(a, █\n",
+        "b)\n\treturn x\n",
+        "b)",
+        "block_end",
+    ),
+    # Others
+    Case(
+        "rust-lifetime-and-char-literal",
+        "rust",
+        "fn f<'a>(x: &'a str) -> char {\n    █\n}\n",
+        "let r: &'a str = x;\n    let c = '}';\n    c\n}\n",
+        "let r: &'a str = x;\n    let c = '}';\n    c",
+        "block_end",
+    ),
+    Case(
+        "java-for-body",
+        "java",
+        "class A {\n  int f(int n) {\n    int s = 0;\n    for (int i = 0; i < n; i++) {█\n    }\n",
+        "\n      s += i;\n    }\n    return s;\n",
+        "\n      s += i;",
+        "block_end",
+    ),
+    Case(
+        "c-block-comment-brace",
+        "c",
+        "int f(void) {\n    █\n}\n",
+        "/* } */\n    return 0;\n}\n",
+        "/* } */\n    return 0;",
+        "block_end",
+    ),
+    Case(
+        "typescript-interface",
+        "typescript",
+        "interface P {\n  █\n}\n",
+        "x: number;\n  y: number;\n}\n",
+        "x: number;\n  y: number;",
+        "block_end",
+    ),
+    Case(
+        "tsx-component",
+        "tsx",
+        "function App() {\n  █\n}\n",
+        "return <div>{count}</div>;\n}\n",
+        "return <div>{count}</div>;",
+        "block_end",
+    ),
+    Case(
+        "lua-end-in-suffix",
+        "lua",
+        "function f(x)\n  █\nend\n",
+        "return x * 2\nend\n\nprint(f(2))\n",
+        "return x * 2",
+        "block_end",
+    ),
+    Case(
+        "lua-end-not-in-suffix",
+        "lua",
+        "function f(x)\n  █\n",
+        "local y = x * 2\n  return y\nend\n\nprint(f(2))\n",
+        "local y = x * 2\n  return y\nend",
+        "block_end",
+    ),
+    Case(
+        "bash-fi-in-suffix",
+        "bash",
+        "if [ -f x ]; then\n  █\nfi\n",
+        "echo yes # }\nfi\necho done\n",
+        "echo yes # }",
+        "block_end",
+    ),
+    Case(
+        "bash-case-arms",
+        "bash",
+        'case "$1" in\n  █\nesac\n',
+        "start)\n    run\n    ;;\n  stop)\n    halt\n    ;;\nesac\necho done\n",
+        "start)\n    run\n    ;;\n  stop)\n    halt\n    ;;",
+        "block_end",
+    ),
+    Case(
+        "js-closer-alone-at-line-start-in-suffix",
+        "javascript",
+        "function f() {\n  █\n}\n",
+        "}\n",
+        "",
+        "block_end",
+    ),
+    Case(
+        "go-closer-alone-at-line-start-not-in-suffix",
+        "go",
+        "func f() {\n\tif ok {\n\t\tg()\n\t}\n█\n",
+        "}\n\nfunc h() {}\n",
+        "}",
+        "block_end",
+    ),
+    Case(
+        "js-misindented-closer-in-suffix",
+        "javascript",
+        "function f() {\n  █\n}\n",
+        "return 1;\n  }\n",
+        "return 1;",
+        "block_end",
+    ),
+    Case(
+        "js-opener-out-of-sight",
+        "javascript",
+        "    y();\n    █\n  }\n}\n",
+        "z();\n  }\n}\n",
+        "z();",
+        "block_end",
+    ),
+    Case(
+        "js-opener-out-of-sight-outer-closer-in-suffix",
+        "javascript",
+        "    y();\n    █\n}\n",
+        "z();\n  }\n}\n",
+        "z();\n  }",
+        "block_end",
+    ),
+    Case("lua-end-alone-at-line-start", "lua", "function f(x)\n  return x\n  █\nend\n", "end\n", "", "block_end"),
+    Case("lua-end-alone-at-line-start-kept", "lua", "function f(x)\n  return x\n█\n", "end\n", "end", "block_end"),
+    Case(
+        "js-cursor-in-line-comment",
+        "javascript",
+        "function f() {\n  // close with }█\n}\n",
+        " or ) here\n  return 1;\n}\n",
+        " or ) here\n  return 1;",
+        "block_end",
+        {"in_comment": True},
+    ),
+    Case(
+        "js-line-comment-found-without-grammar",
+        "javascript",
+        "function f() {\n  // close with }█\n}\n",
+        " or ) here\n  return 1;\n}\n",
+        " or ) here\n  return 1;",
+        "block_end",
+        {"node_type": None},
+    ),
+    Case(
+        "unknown-language-braces",
+        None,
+        "fn {\n  █\n}\n",
+        "x = 1\n}\ny\n",
+        "x = 1",
+        "block_end",
+    ),
+]
+
+SUFFIX_OVERLAP = [
+    Case("py-same-line-closer", "python", "print(█)\n", "x)", "x", "suffix_overlap", SINGLE),
+    Case("py-same-line-closer-then-newline", "python", "print(█)\n", "x)\nprint(y)", "x", "suffix_overlap", SINGLE),
+    Case("py-own-paren-kept", "python", "print(█)\n", "len(x)", "len(x)", None, SINGLE),
+    Case("py-extra-paren-dropped", "python", "print(█)\n", "len(x))", "len(x)", "suffix_overlap", SINGLE),
+    Case("py-colon", "python", "if █:\n", "x > 0:", "x > 0", "suffix_overlap", SINGLE),
+    Case(
+        "py-next-line-duplicate",
+        "python",
+        "def f(x):\n    █\n    return x\n",
+        "x = x + 1\n    return x\n",
+        "x = x + 1",
+        "suffix_overlap",
+    ),
+    Case(
+        "py-completion-is-next-line",
+        "python",
+        "def f(x):\n    █\n    return x\n",
+        "return x",
+        "",
+        "suffix_overlap",
+    ),
+    Case(
+        "py-completion-finishes-next-line",
+        "python",
+        "def f(x):\n    ret█\n    return x\n",
+        "urn x\n",
+        "",
+        "suffix_overlap",
+    ),
+    Case(
+        "py-same-text-other-indent-kept",
+        "python",
+        "def f(x):\n    █\n    return x\n",
+        "if x < 0:\n        return x\n    x += 1",
+        "if x < 0:\n        return x\n    x += 1",
+        None,
+    ),
+    Case("js-same-line", "javascript", "foo(█);\n", "a, b);", "a, b", "suffix_overlap", SINGLE),
+    Case("js-partial-punctuation", "javascript", "if (█) {\n", "x > 0)", "x > 0", "suffix_overlap", SINGLE),
+    Case(
+        "js-next-line-duplicate",
+        "javascript",
+        "function f(a) {\n  █\n  return a;\n}\n",
+        "a = a + 1;\n  return a;\n}\n",
+        "a = a + 1;",
+        "suffix_overlap",
+    ),
+    Case("js-partial-word-not-dropped", "javascript", "x = █value + 1;\n", "v", "v", None, SINGLE),
+    Case("go-same-line", "go", "\tx := compute(█)\n", "a, b)", "a, b", "suffix_overlap", SINGLE),
+    Case(
+        "go-next-line-duplicate",
+        "go",
+        "func f() error {\n\t█\n\treturn nil\n}\n",
+        "err := g()\n\tif err != nil {\n\t\treturn err\n\t}\n\treturn nil\n}\n",
+        "err := g()\n\tif err != nil {\n\t\treturn err\n\t}",
+        "suffix_overlap",
+    ),
+    Case(
+        "go-completion-is-next-line",
+        "go",
+        "func f() error {\n\t█\n\treturn nil\n}\n",
+        "return nil\n",
+        "",
+        "suffix_overlap",
+    ),
+    Case(
+        "py-in-string",
+        "python",
+        'print("█")\n',
+        'hello world")',
+        "hello world",
+        "suffix_overlap",
+        {"multiline": False, "in_string": True},
+    ),
+    Case("rust-same-line", "rust", "    let v = vec![█];\n", "1, 2];", "1, 2", "suffix_overlap", SINGLE),
+]
+
+TRAILING_WHITESPACE = [
+    Case("py-trailing", "python", "def f():\n    █\n", "x = 1   \n    y = 2  \n\n", "x = 1\n    y = 2", None),
+    Case(
+        "py-line-start-indent-kept",
+        "python",
+        "def f(x):\n█\n",
+        "    return x  \n",
+        "    return x",
+        None,
+    ),
+    Case("js-trailing", "javascript", "function f() {\n  █\n", "let a = 1; \t\n  a++;  ", "let a = 1;\n  a++;", None),
+    Case("js-space-before-rest-of-line-kept", "javascript", "x = █b;\n", "a + ", "a + ", None, SINGLE),
+    Case("go-trailing", "go", "func f() {\n█\n", "\tx := 1 \n\t_ = x\t\n", "\tx := 1\n\t_ = x", None),
+]
+
+REPEATS_LINE_ABOVE = [
+    Case("py-repeat", "python", "    x = compute()\n    █\n", "x = compute()", "", "repeats_previous_line"),
+    Case(
+        "py-repeat-over-blank-line",
+        "python",
+        "    x = compute()\n\n    █\n",
+        "x = compute()\n",
+        "",
+        "repeats_previous_line",
+    ),
+    Case(
+        "py-repeat-then-more-kept",
+        "python",
+        "def f():\n    x = compute()\n    █\n",
+        "x = compute()\n    y = 2",
+        "x = compute()\n    y = 2",
+        None,
+    ),
+    Case("js-repeat", "javascript", "  count++;\n  █\n", "count++;", "", "repeats_previous_line", SINGLE),
+    Case(
+        "js-closer-below-deeper-closer-kept",
+        "javascript",
+        "function f() {\n  if (x) {\n    y();\n  }\n█\n",
+        "}\n",
+        "}",
+        "block_end",
+    ),
+    Case("js-repeat-mid-line", "javascript", "  foo(a);\n  foo(█);\n", "a", "", "repeats_previous_line", SINGLE),
+    Case("go-repeat", "go", "\tdefer f.Close()\n\t█\n", "defer f.Close()\n", "", "repeats_previous_line", SINGLE),
+    Case(
+        "go-no-repeat", "go", "\tdefer f.Close()\n\t█\n", "defer g.Close()\n", "defer g.Close()", "single_line", SINGLE
+    ),
+]
+
+REPETITION = [
+    Case(
+        "py-three-times",
+        "python",
+        "def f(x):\n    █\n",
+        "x += 1\n    x += 1\n    x += 1\n    x += 1\n    return x\n",
+        "x += 1",
+        "repetition",
+    ),
+    Case(
+        "py-twice-kept",
+        "python",
+        "def f(x):\n    █\n",
+        "x += 1\n    x += 1\n",
+        "x += 1\n    x += 1",
+        None,
+    ),
+    Case(
+        "js-three-times",
+        "javascript",
+        "function f() {\n  █\n",
+        'const a = 1;\n  console.log("a");\n  console.log("a");\n  console.log("a");',
+        'const a = 1;\n  console.log("a");',
+        "repetition",
+    ),
+    Case(
+        "go-three-times",
+        "go",
+        "func f() {\n\t█\n",
+        "a = append(a, 1)\n\ta = append(a, 1)\n\ta = append(a, 1)\n\ta = append(a, 1)\n\treturn a",
+        "a = append(a, 1)",
+        "repetition",
+    ),
+    Case(
+        "go-nested-closers-not-repetition",
+        "go",
+        "func f() {\n\t█\n",
+        "for {\n\t\tif x {\n\t\t\tif y {\n\t\t\t\tz()\n\t\t\t}\n\t\t}\n\t}\n}\n",
+        "for {\n\t\tif x {\n\t\t\tif y {\n\t\t\t\tz()\n\t\t\t}\n\t\t}\n\t}\n}",
+        "block_end",
+    ),
+]
+
+ALL_CASES = SINGLE_VS_MULTI + BLOCK_END + SUFFIX_OVERLAP + TRAILING_WHITESPACE + REPEATS_LINE_ABOVE + REPETITION
+
+
+def _check(case: Case) -> None:
+    assert postprocess(case.completion, case.ctx()) == (case.expected, case.reason)
+
+
+@pytest.mark.parametrize("case", SINGLE_VS_MULTI, ids=lambda c: c.id)
+def test_single_vs_multi_line(case: Case) -> None:
+    _check(case)
+
+
+@pytest.mark.parametrize("case", BLOCK_END, ids=lambda c: c.id)
+def test_block_end(case: Case) -> None:
+    _check(case)
+
+
+@pytest.mark.parametrize("case", SUFFIX_OVERLAP, ids=lambda c: c.id)
+def test_suffix_overlap(case: Case) -> None:
+    _check(case)
+
+
+@pytest.mark.parametrize("case", TRAILING_WHITESPACE, ids=lambda c: c.id)
+def test_trailing_whitespace(case: Case) -> None:
+    _check(case)
+
+
+@pytest.mark.parametrize("case", REPEATS_LINE_ABOVE, ids=lambda c: c.id)
+def test_repeats_line_above(case: Case) -> None:
+    _check(case)
+
+
+@pytest.mark.parametrize("case", REPETITION, ids=lambda c: c.id)
+def test_repetition(case: Case) -> None:
+    _check(case)
+
+
+def test_every_rule_has_python_javascript_and_go_cases() -> None:
+    for table in (SINGLE_VS_MULTI, BLOCK_END, SUFFIX_OVERLAP, TRAILING_WHITESPACE, REPEATS_LINE_ABOVE, REPETITION):
+        assert {"python", "javascript", "go"} <= {case.language for case in table}
+
+
+# --- stop_reason --------------------------------------------------------------------------------------
+
+TOKEN = re.compile(r"\n|[ \t]+|\w+|[^\w\s]")
+
+
+def _tokens(text: str, size: int) -> list[str]:
+    """Split like a tokenizer would (words, runs of spaces, newlines, symbols), `size` pieces per token;
+    size 0: one character per token, which splits words as sub-word tokens do."""
+    if size == 0:
+        return list(text)
+    pieces = TOKEN.findall(text)
+    assert "".join(pieces) == text
+    return ["".join(pieces[i : i + size]) for i in range(0, len(pieces), size)]
+
+
+def _stream(case: Case, size: int) -> tuple[str, str | None]:
+    """Generate token by token, stopping where stop_reason fires: the text the engine would end with."""
+    ctx = case.ctx()
+    text = ""
+    for token in _tokens(case.completion, size):
+        text += token
+        reason = stop_reason(text, ctx)
+        if reason is not None:
+            return text, reason
+    return text, None
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3])
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
+def test_stopping_early_gives_the_same_suggestion(case: Case, size: int) -> None:
+    text, _ = _stream(case, size)
+    assert postprocess(text, case.ctx()) == (case.expected, case.reason)
+
+
+@pytest.mark.parametrize(
+    "case_id, stops_before",
+    [
+        ("py-single-cut", "print"),
+        ("go-single-cut", "return"),
+        ("py-dedent-ends-function-body", "g():"),  # fires on `def`, before the dedented line goes on
+        ("py-after-opener-one-level-deeper", "(f(3))"),
+        ("js-closing-brace-in-suffix", "function"),
+        ("js-callback-close-in-suffix", "foo"),
+        ("go-if-err-block-closed-in-suffix", "return nil"),
+        ("go-else-keeps-block-going", "return 3"),
+        ("py-next-line-duplicate", None),  # the duplicate is the last line: nothing left to save
+        ("js-next-line-duplicate", "}"),
+        ("go-next-line-duplicate", "nil\n}"),
+        ("py-three-times", "return"),  # the fourth copy is never generated
+        ("go-three-times", "return"),
+        ("lua-end-in-suffix", "print"),
+        ("bash-case-arms", "echo"),
+    ],
+)
+def test_stop_reason_fires_before_the_waste(case_id: str, stops_before: str | None) -> None:
+    case = next(c for c in ALL_CASES if c.id == case_id)
+    text, reason = _stream(case, 1)
+    if stops_before is None:
+        assert text == case.completion
+        return
+    assert reason == case.reason
+    assert stops_before in case.completion
+    assert stops_before not in text
+
+
+def test_stop_reason_waits_for_a_closing_line_to_end() -> None:
+    ctx = make_ctx("func f() error {\n\tif err != nil {\n\t\t█\n\t}\n}\n", "go")
+    assert stop_reason("return err\n\t}", ctx) is None  # might still become `} else {`
+    assert stop_reason("return err\n\t} else {", ctx) is None
+    assert stop_reason("return err\n\t}\n", ctx) == "block_end"
+
+
+def test_stop_reason_fires_on_a_dedent_as_soon_as_it_is_visible() -> None:
+    ctx = make_ctx("def f(x):\n    █\n", "python")
+    assert stop_reason("return x\n", ctx) is None
+    assert stop_reason("return x\n  ", ctx) is None
+    assert stop_reason("return x\nd", ctx) == "block_end"
+
+
+def test_stop_reason_single_line_needs_only_the_newline() -> None:
+    ctx = make_ctx("x = █\n", "python", multiline=False)
+    assert stop_reason("compute(", ctx) is None
+    assert stop_reason("compute(a)\n", ctx) == "single_line"
+    assert stop_reason("\n", ctx) == "single_line"
+
+
+def test_stop_reason_is_cheap_per_token() -> None:
+    ctx = make_ctx("def f(x):\n    █\n    return x\n", "python")
+    body = "".join(f"    value_{i} = compute(x, [{i}, '{{'], {{'k': {i}}})  # note {i}\n" for i in range(40))
+    text = "y = 0\n" + body
+    started = time.perf_counter()
+    for end in range(0, len(text), 4):
+        stop_reason(text[:end], ctx)
+    per_call = (time.perf_counter() - started) / (len(text) // 4)
+    assert per_call < 0.002, f"{per_call * 1e3:.2f} ms per call on ~{len(text)} characters"
+
+
+@pytest.mark.parametrize(
+    "filler, expected",
+    [
+        # The opener `function f() {` is found, so the suffix's `}` closes the block: drop the model's.
+        ("", "return 1;"),
+        # Opener out of reach: only the closer's own indent is compared, and it differs from the suffix's.
+        ("  g(a);\n" * 700, "return 1;\n  }"),
+    ],
+)
+def test_long_prefix_misindented_closer(filler: str, expected: str) -> None:
+    source = "// filler\n" * 800 + "function f() {\n" + filler + "  █\n}\n"
+    assert postprocess("return 1;\n  }\n", make_ctx(source, "javascript")) == (expected, "block_end")
