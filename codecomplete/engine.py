@@ -8,8 +8,12 @@ longest common prefix with what the cache already holds are evaluated.
 
 from __future__ import annotations
 
+import bisect
 import codecs
+import contextlib
 import ctypes
+import io
+import logging
 import os
 import re
 import threading
@@ -22,6 +26,8 @@ import llama_cpp
 import numpy as np
 
 from .errors import ModelLoadError
+
+_log = logging.getLogger("codecomplete.engine")
 
 _VOCAB_TYPES = {0: "none", 1: "spm", 2: "bpe", 3: "wpm", 4: "ugm", 5: "rwkv", 6: "plamo2"}
 
@@ -74,6 +80,16 @@ def _none_if_negative(token: int) -> int | None:
     return None if token < 0 else token
 
 
+@llama_cpp.llama_log_callback
+def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    """llama.cpp's log lines, into Python logging: errors only, never onto stdout (the LSP channel)."""
+    if level == 3:  # GGML_LOG_LEVEL_ERROR
+        _log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+
+llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
+
+
 def compiled_backends() -> list[str]:
     """The llama.cpp backends compiled in, read from llama.cpp's own system info ("CUDA : ... | CPU : ...")."""
     info = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
@@ -101,23 +117,32 @@ class Engine:
         path = Path(path)
         if n_gpu_layers is None:
             n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
-        threads = n_threads or os.cpu_count() or 1
+        # Half the logical CPUs (about the physical cores): the editor needs the rest, and llama.cpp's
+        # spinning thread barriers slow down badly once its threads outnumber the free cores.
+        threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
+        # verbose=False would make llama-cpp-python point file descriptors 1 and 2 at /dev/null while loading,
+        # swallowing whatever the language server writes to stdout meanwhile. Logs go through _llama_log
+        # instead, and the Python-level chatter of verbose mode into a throwaway buffer.
         try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_batch=n_batch,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=n_gpu_layers,
-                verbose=False,
-            )
+            with contextlib.redirect_stderr(io.StringIO()):
+                self._llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_batch=n_batch,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=n_gpu_layers,
+                    verbose=True,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load model {path}: llama.cpp rejected it ({exc})") from None
+        self._llm.verbose = False
         self._lock = threading.Lock()
         self._vocab = self._llm._model.vocab
         self._text_index: dict[str, int] | None = None
+        self._pieces: tuple[list[bytes], list[bytes], list[int], dict[bytes, int]] | None = None
         self.info = self._read_info(path, n_gpu_layers)
+        self._piece_table()  # at load, not in the first request's latency
 
     # --- model facts -------------------------------------------------------------------------------
 
@@ -182,10 +207,10 @@ class Engine:
     # --- tokens ------------------------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]:
+        """Tokenize without taking the generation lock: the vocabulary is read-only in llama.cpp."""
         if not text and not add_bos:
             return []
-        with self._lock:
-            return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
@@ -203,6 +228,28 @@ class Engine:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
 
+    def _piece_table(self) -> tuple[list[bytes], list[bytes], list[int], dict[bytes, int]]:
+        """Every token's bytes, also sorted (for prefix ranges) and by value; built once, for token healing."""
+        if self._pieces is None:
+            pieces = [self.piece(t) for t in range(self.info.n_vocab)]
+            order = sorted((i for i, p in enumerate(pieces) if p), key=pieces.__getitem__)
+            by_bytes: dict[bytes, int] = {}
+            for i in order:
+                by_bytes.setdefault(pieces[i], i)
+            self._pieces = (pieces, [pieces[i] for i in order], order, by_bytes)
+        return self._pieces
+
+    def healing_candidates(self, need: bytes) -> np.ndarray:
+        """Tokens that agree with the healed bytes ``need``: those starting with it, and its proper prefixes."""
+        pieces, sorted_pieces, order, by_bytes = self._piece_table()
+        ids = []
+        i = bisect.bisect_left(sorted_pieces, need)
+        while i < len(sorted_pieces) and sorted_pieces[i].startswith(need):
+            ids.append(order[i])
+            i += 1
+        ids += [t for j in range(1, len(need)) if (t := by_bytes.get(need[:j])) is not None]
+        return np.asarray(ids, dtype=np.int64)
+
     # --- generation --------------------------------------------------------------------------------
 
     @property
@@ -217,11 +264,15 @@ class Engine:
         time_budget_s: float | None = None,
         cancel: threading.Event | None = None,
         stop: Callable[[str], str | None] | None = None,
+        reuse: bool = True,
+        heal: bytes = b"",
     ) -> Generation:
         """Greedy generation after ``prompt``, reusing the KV cache for the longest common prefix.
 
         Checks after every token (and between prompt batches): the stop ids, ``max_tokens``, the wall-time
         budget, the ``cancel`` flag (set by the LSP layer on ``$/cancelRequest``) and ``stop(text_so_far)``.
+        ``heal``: bytes the prompt builder took off the end of the prompt (token healing); the first tokens are
+        constrained to reproduce them, and they are not part of the returned text.
         """
         prompt = list(prompt)
         if not prompt:
@@ -231,13 +282,13 @@ class Engine:
             raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {n_ctx}-token context")
         max_tokens = min(max_tokens, n_ctx - len(prompt))
         with self._lock:
-            return self._generate_locked(prompt, max_tokens, time_budget_s, cancel, stop)
+            return self._generate_locked(prompt, max_tokens, time_budget_s, cancel, stop, reuse, heal)
 
-    def _generate_locked(self, prompt, max_tokens, time_budget_s, cancel, stop) -> Generation:
+    def _generate_locked(self, prompt, max_tokens, time_budget_s, cancel, stop, reuse, heal) -> Generation:
         llm = self._llm
         start = time.perf_counter()
         deadline = None if time_budget_s is None else start + time_budget_s
-        reused = self._common_prefix(prompt)
+        reused = self._common_prefix(prompt) if reuse else 0
         if reused == len(prompt):  # logits of the last prompt token are needed again
             reused -= 1
         llm.n_tokens = reused
@@ -269,12 +320,20 @@ class Engine:
         n_vocab = self.info.n_vocab
         while reason is None:
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
-            token = int(logits.argmax())
+            if heal:
+                allowed = self.healing_candidates(heal)
+                token = int(allowed[logits[allowed].argmax()]) if allowed.size else int(logits.argmax())
+            else:
+                token = int(logits.argmax())
             if token in stop_ids:
                 reason = "eot" if token == eot else "eos"
                 break
             generated.append(token)
-            text += decoder.decode(self.piece(token))
+            piece = self.piece(token)
+            if heal:  # still re-typing what the prompt builder took off: emit only what goes beyond it
+                taken = min(len(heal), len(piece))
+                piece, heal = piece[taken:], heal[taken:]
+            text += decoder.decode(piece)
             reason = (stop(text) if stop else None) or interrupted()
             if reason is None and len(generated) >= max_tokens:
                 reason = "max_tokens"

@@ -14,12 +14,12 @@ from . import context as context_mod
 from . import postprocess as postprocess_mod
 from .config import Settings
 from .engine import Engine
-from .models import resolve_model, validate_gguf
-from .prompt import build_prompt, choose_format, detect_family
+from .models import resolve_model
+from .prompt import build_prompt, choose_format, detect_family, with_token_healing
 
 # Tokens kept free in the context window for the answer beyond the largest max_tokens setting.
 _CONTEXT_MARGIN = 8
-_CUT_SHORT = ("time_budget", "max_tokens", "cancelled")
+_CUT_SHORT = ("time_budget", "cancelled")  # max_tokens is the caller's explicit choice
 
 
 @dataclass
@@ -34,19 +34,20 @@ class Completion:
     language: str | None
     prompt: str
     prompt_token_ids: list[int]
+    token_healing: str  # prompt text taken off the end and re-typed by the model first
     tokens: dict[str, int]  # prompt, generated, reused, evaluated
     timings_ms: dict[str, float]  # context, tokenize, prompt_eval, generate, postprocess, total
     stop_reason: str
     multiline: bool
+    source: str = "model"  # model, typing_through or lru
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def load_engine(settings: Settings) -> Engine:
-    """Resolve the configured model (catalog name, path, or the embedded default), check it, load it."""
+    """Resolve the configured model (catalog name, path, or the embedded default; validated), load it."""
     path = resolve_model(settings.model)
-    validate_gguf(path)
     return Engine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads, n_gpu_layers=settings.n_gpu_layers)
 
 
@@ -84,7 +85,7 @@ class Completer:
         )
         t1 = time.perf_counter()
         fmt = choose_format(self.family, s.format, ctx.prefix)
-        prompt = build_prompt(engine, ctx.prefix, ctx.suffix, fmt)
+        prompt = with_token_healing(engine, build_prompt(engine, ctx.prefix, ctx.suffix, fmt))
         t2 = time.perf_counter()
         multiline = ctx.situation.multiline
         stop = (lambda so_far: postprocess_mod.stop_reason(so_far, ctx)) if s.postprocess else None
@@ -94,6 +95,8 @@ class Completer:
             time_budget_s=s.time_budget_ms / 1000,
             cancel=cancel,
             stop=stop,
+            reuse=s.reuse,
+            heal=prompt.heal,
         )
         t3 = time.perf_counter()
         raw = gen.text
@@ -110,6 +113,7 @@ class Completer:
             language=language,
             prompt=prompt.text,
             prompt_token_ids=prompt.token_ids,
+            token_healing=prompt.heal.decode("utf-8", "replace"),
             tokens={
                 "prompt": len(prompt.token_ids),
                 "generated": len(gen.token_ids),

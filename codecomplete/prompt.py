@@ -12,7 +12,7 @@ Other families use their own marker tokens in PSM order; models without FIM toke
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from .engine import ModelInfo
@@ -47,6 +47,8 @@ class Tokenizer(Protocol):
 
     def detokenize(self, tokens: list[int]) -> str: ...
 
+    def piece(self, token: int) -> bytes: ...
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -54,6 +56,8 @@ class Prompt:
     text: str  # what the model sees, special tokens written as in the vocabulary
     format: str  # psm, spm or prefix
     family: str  # codellama, starcoder, deepseek, qwen, codestral or none
+    trailing_prefix_tokens: int = 0  # the prompt ends with this many prefix tokens (prefix-only and SPM)
+    heal: bytes = b""  # bytes taken off the end for token healing; generation must re-type them first
 
 
 def detect_family(tok: Tokenizer) -> str:
@@ -140,7 +144,28 @@ def build_prompt(tok: Tokenizer, prefix: str, suffix: str, fmt: str) -> Prompt:
                 ids = [t for t in item if t is not None]
                 parts.append((ids, _texts(tok, ids)))
     token_ids = [t for ids, _ in parts for t in ids]
-    return Prompt(token_ids=token_ids, text="".join(text for _, text in parts), format=fmt, family=family)
+    trailing = len(parts[-1][0]) if fmt in ("prefix", "spm") else 0
+    return Prompt(token_ids=token_ids, text="".join(text for _, text in parts), format=fmt, family=family,
+                  trailing_prefix_tokens=trailing)
+
+
+def with_token_healing(tok: Tokenizer, prompt: Prompt) -> Prompt:
+    """Take the prompt's last prefix token off and let generation re-type it.
+
+    A prefix that ends inside what the model would write as one token (indentation before a keyword, half a
+    word) otherwise forces an unnatural token split, and the model answers badly (Code Llama paper, App. E).
+    The first prefix token keeps its place: with SentencePiece it carries the artificial leading space.
+    """
+    if prompt.trailing_prefix_tokens < 2:
+        return prompt
+    last = prompt.token_ids[-1]
+    heal = tok.piece(last)
+    if not heal:
+        return prompt
+    shown = heal.decode("utf-8", "replace")
+    text = prompt.text[: -len(shown)] if prompt.text.endswith(shown) else prompt.text
+    return replace(prompt, token_ids=prompt.token_ids[:-1], text=text, heal=heal,
+                   trailing_prefix_tokens=prompt.trailing_prefix_tokens - 1)
 
 
 def _texts(tok: Tokenizer, ids: list[int]) -> str:

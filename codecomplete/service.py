@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .cache import SuggestionCache
 from .config import Settings
 from .errors import UserError
 from .pipeline import Completer, Completion, load_engine
@@ -40,6 +41,9 @@ class CompletionService:
         self.completer: Completer | None = None
         self.latencies_ms: deque[float] = deque(maxlen=100)
         self.stats = Stats()
+        self.last: Completion | None = None  # shown on request: what the model saw and why it stopped
+        self.recent: deque[dict[str, Any]] = deque(maxlen=32)  # per-request costs, for status and benchmarks
+        self.cache = SuggestionCache()
         self._load_lock = threading.Lock()
 
     @property
@@ -75,20 +79,55 @@ class CompletionService:
             self.completer.settings = settings
         return reload or self.state == "error"
 
-    def complete(self, text: str, offset: int, language: str | None, **kwargs: Any) -> Completion:
+    def complete(
+        self,
+        text: str,
+        offset: int,
+        language: str | None,
+        *,
+        doc: str = "",
+        settings: Settings | None = None,
+        **kwargs: Any,
+    ) -> Completion:
+        """A suggestion from the caches when the text allows, else from the model (see ``Completer``)."""
         if not self.ready:
             raise UserError(f"model not ready ({self.state})")
         assert self.completer is not None
+        s = settings or self.settings
         start = time.perf_counter()
         self.stats.requests += 1
-        result = self.completer.complete(text, offset, language, **kwargs)
+        salt = repr((s.model, s.format, s.max_tokens, s.max_tokens_single_line, s.token_budget, s.postprocess))
+        hit = self.cache.lookup(doc, text, offset, salt) if s.reuse else None
+        if hit is not None:
+            result = self._cached(hit[0], hit[1], language, start)
+        else:
+            result = self.completer.complete(text, offset, language, settings=s, **kwargs)
+            if result.stop_reason != "cancelled" and s.reuse:
+                self.cache.store(doc, text, offset, result.completion, salt)
+        self.last = result
         if result.stop_reason != "cancelled":
-            self.latencies_ms.append((time.perf_counter() - start) * 1000)
+            latency = (time.perf_counter() - start) * 1000
+            self.latencies_ms.append(latency)
             self.stats.completions += 1
             self.stats.prompt_tokens += result.tokens["prompt"]
             self.stats.reused_tokens += result.tokens["reused"]
             self.stats.generated_tokens += result.tokens["generated"]
+            self.recent.append({"latency_ms": latency, "source": result.source, "tokens": result.tokens,
+                                "timings_ms": result.timings_ms, "stop_reason": result.stop_reason})
         return result
+
+    def _cached(self, suggestion: str, how: str, language: str | None, start: float) -> Completion:
+        assert self.completer is not None
+        elapsed = (time.perf_counter() - start) * 1000
+        zero = {"prompt": 0, "generated": 0, "reused": 0, "evaluated": 0}
+        return Completion(
+            completion=suggestion, raw=suggestion, model=self.completer.engine.info.path, format="cached",
+            family=self.completer.family, language=language, prompt="", prompt_token_ids=[], token_healing="",
+            tokens=zero,
+            timings_ms={"context": 0.0, "tokenize": 0.0, "prompt_eval": 0.0, "generate": 0.0, "postprocess": 0.0,
+                        "total": elapsed},
+            stop_reason=how, multiline="\n" in suggestion, source=how,
+        )
 
     def status(self) -> dict[str, Any]:
         info = self.completer.engine.info if self.completer else None
@@ -103,4 +142,5 @@ class CompletionService:
             "latencies_ms": [round(x, 1) for x in self.latencies_ms],
             "last_latency_ms": round(self.latencies_ms[-1], 1) if self.latencies_ms else None,
             "stats": vars(self.stats).copy(),
+            "recent": list(self.recent),
         }

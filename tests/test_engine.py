@@ -117,3 +117,27 @@ def test_repeated_prompt_reuses_all_but_one_token(smol: Engine) -> None:
     smol.generate(ids, max_tokens=4)
     again = smol.generate(ids, max_tokens=4)
     assert again.n_reused == len(ids) - 1 and again.n_evaluated == 1
+
+
+def test_token_healing_retypes_the_removed_bytes(smol: Engine) -> None:
+    """Without the trailing indentation token the model must first produce those bytes again; they are not
+    part of the returned text, and the continuation starts where the prefix ended."""
+    from codecomplete.prompt import build_prompt, with_token_healing
+
+    prompt = build_prompt(smol, "def add(a, b):\n    ret", "", "prefix")
+    healed = with_token_healing(smol, prompt)
+    assert healed.token_ids == prompt.token_ids[:-1]
+    assert healed.heal == smol.piece(prompt.token_ids[-1]) and healed.heal
+    gen = smol.generate(healed.token_ids, max_tokens=6, heal=healed.heal)
+    first = smol.piece(gen.token_ids[0])
+    assert first.startswith(healed.heal) or healed.heal.startswith(first)
+    assert gen.text.startswith("urn")  # "ret" + "urn": the word completed, nothing re-emitted
+
+
+def test_healing_candidates_agree_with_the_bytes(smol: Engine) -> None:
+    need = b"\n    "
+    cands = smol.healing_candidates(need)
+    assert cands.size > 0
+    for t in cands.tolist():
+        p = smol.piece(t)
+        assert p.startswith(need) or need.startswith(p)

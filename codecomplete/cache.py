@@ -1,0 +1,67 @@
+"""Answers that need no model: typing through a suggestion on screen, and recently seen contexts.
+
+Typing-through: when the user types exactly the characters the last suggestion starts with, the rest of that
+suggestion is still right, so it is served trimmed (llama.vim and Tabby do the same). The LRU catches
+backspace-and-retype and cursor returns: the same text around the cursor gets the same answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+# Characters around the cursor that key the LRU; the prompt window is usually smaller.
+_KEY_BEFORE = 6000
+_KEY_AFTER = 2000
+
+
+@dataclass(frozen=True)
+class _Shown:
+    before: str  # document text before the cursor when the suggestion was made
+    after: str  # document text after the cursor
+    suggestion: str
+
+
+class SuggestionCache:
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._lru: OrderedDict[bytes, str] = OrderedDict()
+        self._shown: dict[str, _Shown] = {}  # per document: the last suggestion from the model
+
+    @staticmethod
+    def _key(text: str, offset: int, salt: str) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        for part in (salt, text[max(0, offset - _KEY_BEFORE) : offset], "\0", text[offset : offset + _KEY_AFTER]):
+            h.update(part.encode("utf-8", "surrogatepass"))
+        return h.digest()
+
+    def lookup(self, doc: str, text: str, offset: int, salt: str = "") -> tuple[str, str] | None:
+        """(suggestion, how) where how is ``typing_through`` or ``lru``; None when the model must answer."""
+        shown = self._shown.get(doc)
+        if shown is not None and text.endswith(shown.after) and len(text) - len(shown.after) == offset:
+            before = text[:offset]
+            if before.startswith(shown.before):
+                typed = before[len(shown.before) :]
+                if typed and shown.suggestion.startswith(typed) and len(typed) < len(shown.suggestion):
+                    return shown.suggestion[len(typed) :], "typing_through"
+        key = self._key(text, offset, salt)
+        hit = self._lru.get(key)
+        if hit is not None:
+            self._lru.move_to_end(key)
+            return hit, "lru"
+        return None
+
+    def store(self, doc: str, text: str, offset: int, suggestion: str, salt: str = "") -> None:
+        key = self._key(text, offset, salt)
+        self._lru[key] = suggestion
+        self._lru.move_to_end(key)
+        while len(self._lru) > self._size:
+            self._lru.popitem(last=False)
+        if suggestion:
+            self._shown[doc] = _Shown(text[:offset], text[offset:], suggestion)
+        else:
+            self._shown.pop(doc, None)
+
+    def forget(self, doc: str) -> None:
+        self._shown.pop(doc, None)

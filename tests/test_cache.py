@@ -1,0 +1,62 @@
+"""Typing-through and the LRU: answers served without the model, and only when still right."""
+
+from __future__ import annotations
+
+from codecomplete.cache import SuggestionCache
+
+DOC = "file:///a.py"
+BEFORE = "def area(r):\n    return "
+AFTER = "\n\nprint(area(2))\n"
+
+
+def test_typing_through_serves_the_rest_of_the_suggestion() -> None:
+    cache = SuggestionCache()
+    cache.store(DOC, BEFORE + AFTER, len(BEFORE), "3.14 * r * r")
+    typed = BEFORE + "3.1"
+    assert cache.lookup(DOC, typed + AFTER, len(typed)) == ("4 * r * r", "typing_through")
+
+
+def test_typing_something_else_misses() -> None:
+    cache = SuggestionCache()
+    cache.store(DOC, BEFORE + AFTER, len(BEFORE), "3.14 * r * r")
+    typed = BEFORE + "math"
+    assert cache.lookup(DOC, typed + AFTER, len(typed)) is None
+
+
+def test_typing_the_whole_suggestion_leaves_nothing_to_serve() -> None:
+    cache = SuggestionCache()
+    cache.store(DOC, BEFORE + AFTER, len(BEFORE), "r")
+    typed = BEFORE + "r"
+    assert cache.lookup(DOC, typed + AFTER, len(typed)) is None
+
+
+def test_text_after_the_cursor_must_be_unchanged() -> None:
+    cache = SuggestionCache()
+    cache.store(DOC, BEFORE + AFTER, len(BEFORE), "3.14 * r * r")
+    typed = BEFORE + "3"
+    assert cache.lookup(DOC, typed + AFTER + "x = 1\n", len(typed)) is None
+
+
+def test_backspace_and_retype_hits_the_lru() -> None:
+    cache = SuggestionCache()
+    cache.store(DOC, BEFORE + AFTER, len(BEFORE), "3.14 * r * r")
+    cache.store(DOC, BEFORE + "x" + AFTER, len(BEFORE) + 1, "")  # typed x: the model had nothing
+    assert cache.lookup(DOC, BEFORE + AFTER, len(BEFORE)) == ("3.14 * r * r", "lru")
+
+
+def test_salt_separates_settings_and_lru_is_bounded() -> None:
+    cache = SuggestionCache(size=2)
+    cache.store(DOC, "a", 1, "x", salt="model-1")
+    assert cache.lookup("other", "a", 1, salt="model-2") is None
+    cache.store(DOC, "b", 1, "y")
+    cache.store(DOC, "c", 1, "z")
+    assert cache.lookup("other", "a", 1, salt="model-1") is None  # evicted
+    assert cache.lookup("other", "c", 1) == ("z", "lru")
+
+
+def test_forget_drops_the_shown_suggestion() -> None:
+    cache = SuggestionCache()
+    cache.store(DOC, BEFORE + AFTER, len(BEFORE), "3.14 * r * r")
+    cache.forget(DOC)
+    typed = BEFORE + "3"
+    assert cache.lookup(DOC, typed + AFTER, len(typed)) is None

@@ -1,0 +1,73 @@
+"""Document sync: incremental edits keep text and the tree-sitter tree right; positions in every encoding."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from lsprotocol import types
+
+from codecomplete.errors import UserError
+from codecomplete.languages import get_parser
+from codecomplete.lsp.documents import Document
+
+UTF8, UTF16, UTF32 = (types.PositionEncodingKind.Utf8, types.PositionEncodingKind.Utf16,
+                      types.PositionEncodingKind.Utf32)
+
+
+def change(doc: Document, start: int, end: int, text: str, enc: str = UTF16):
+    rng = types.Range(doc.position_at(start, enc), doc.position_at(end, enc))
+    doc.apply_change(types.TextDocumentContentChangePartial(range=rng, text=text), enc)
+
+
+def test_incremental_edits_match_a_fresh_parse() -> None:
+    text = "def f(x):\n    s = 'é😀'\n    return x\n\nclass A:\n    pass\n"
+    doc = Document(uri="file:///a.py", text=text, version=1, language="python")
+    first_tree = doc.syntax_tree()
+    rng = random.Random(7)
+    pieces = ["x", "\n", "    ", "(", ")", "日本", "😀", "if y:\n        ", "'", ""]
+    for _ in range(200):
+        a = rng.randrange(len(doc.text) + 1)
+        b = min(len(doc.text), a + rng.randrange(4))
+        new = rng.choice(pieces)
+        change(doc, a, b, new, rng.choice([UTF8, UTF16, UTF32]))
+        text = text[:a] + new + text[b:]
+        assert doc.text == text
+        if rng.random() < 0.2:
+            tree = doc.syntax_tree()
+            fresh = get_parser("python").parse(text.encode("utf-8"))
+            assert str(tree.root_node) == str(fresh.root_node)
+    assert doc.syntax_tree() is not first_tree or doc.tree is first_tree  # edited in place or replaced
+
+
+def test_tree_is_reparsed_lazily_not_per_keystroke() -> None:
+    doc = Document(uri="file:///a.py", text="x = 1\n", version=1, language="python")
+    doc.syntax_tree()
+    for i, ch in enumerate("yy = 2\n"):
+        change(doc, 6 + i, 6 + i, ch)
+    assert doc._stale  # edits only marked the tree; parsing waits for the next completion
+    assert doc.syntax_tree().root_node.child_count == 2
+
+
+@pytest.mark.parametrize("enc,units", [(UTF8, 4 + 2 + 4 + 3), (UTF16, 4 + 1 + 2 + 1), (UTF32, 4 + 1 + 1 + 1)])
+def test_positions_in_each_encoding(enc: str, units: int) -> None:
+    doc = Document(uri="file:///a.py", text="a\nab = é😀日x\n", version=1, language=None)
+    # cursor after "ab = é😀日": 5 ASCII chars + é + 😀 + 日
+    offset = doc.offset_at(types.Position(1, 1 + units), enc)
+    assert doc.text[offset:] == "x\n"
+    assert doc.position_at(offset, enc) == types.Position(1, 1 + units)
+
+
+def test_positions_outside_the_text_are_errors() -> None:
+    doc = Document(uri="file:///a.py", text="ab\ncd", version=1, language=None)
+    assert doc.offset_at(types.Position(1, 2), UTF16) == 5
+    with pytest.raises(UserError):
+        doc.offset_at(types.Position(2, 0), UTF16)
+    with pytest.raises(UserError):
+        doc.offset_at(types.Position(0, 3), UTF16)
+
+
+def test_crlf_lines() -> None:
+    doc = Document(uri="file:///a.py", text="ab\r\ncd\r\n", version=1, language=None)
+    assert doc.offset_at(types.Position(0, 2), UTF16) == 2
+    assert doc.offset_at(types.Position(1, 1), UTF16) == 5
