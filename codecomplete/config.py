@@ -40,6 +40,7 @@ class Settings:
     n_gpu_layers: int | None = None  # None → all layers when llama.cpp has a GPU backend, else 0
     postprocess: bool = True
     reuse: bool = True  # KV-cache reuse and cached answers; off = a fresh evaluation per request (baseline)
+    kv_shift: bool = False  # also shift moved cached chunks into place (faster, approximate: may change output)
     enabled: bool = True
     languages: dict[str, bool] = field(default_factory=dict)  # per-language enable/disable
 
@@ -84,7 +85,7 @@ def _check_type(key: str, value: Any) -> Any:
         if value < 0 and key != "n_gpu_layers":
             raise UserError(f"setting {key} must not be negative, got {value}")
         return value
-    if key in ("postprocess", "enabled", "reuse"):
+    if key in ("postprocess", "enabled", "reuse", "kv_shift"):
         if not isinstance(value, bool):
             raise UserError(f"setting {key} must be true or false, got {value!r}")
         return value

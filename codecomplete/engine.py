@@ -29,6 +29,10 @@ from .errors import ModelLoadError
 
 _log = logging.getLogger("codecomplete.engine")
 
+# A cached run must be at least this long to be shifted into place rather than evaluated again
+# (llama-server's --cache-reuse; shorter runs are cheaper to recompute than to look for).
+SHIFT_MIN_TOKENS = 64
+
 _VOCAB_TYPES = {0: "none", 1: "spm", 2: "bpe", 3: "wpm", 4: "ugm", 5: "rwkv", 6: "plamo2"}
 
 # Code Llama's 2023 GGUF conversions have no EOT metadata: llama.cpp reports none and does not treat
@@ -71,8 +75,9 @@ class Generation:
     token_ids: list[int]
     stop_reason: str  # eot, eos, max_tokens, time_budget, cancelled, or a reason from the stop callback
     n_prompt: int
-    n_reused: int  # prompt tokens served from the KV cache
+    n_reused: int  # prompt tokens served from the KV cache (common prefix plus shifted chunks)
     n_evaluated: int  # prompt tokens evaluated for this request
+    n_shifted: int = 0  # of n_reused: tokens of chunks that moved and were shifted into place
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -143,6 +148,8 @@ class Engine:
         self._pieces: tuple[list[bytes], list[bytes], list[int], dict[bytes, int]] | None = None
         self.info = self._read_info(path, n_gpu_layers)
         self._piece_table()  # at load, not in the first request's latency
+        mem = self._llm._ctx.memory
+        self._can_shift = mem is not None and bool(llama_cpp.llama_memory_can_shift(mem))
 
     # --- model facts -------------------------------------------------------------------------------
 
@@ -265,6 +272,7 @@ class Engine:
         cancel: threading.Event | None = None,
         stop: Callable[[str], str | None] | None = None,
         reuse: bool = True,
+        shift: bool = False,
         heal: bytes = b"",
     ) -> Generation:
         """Greedy generation after ``prompt``, reusing the KV cache for the longest common prefix.
@@ -273,6 +281,9 @@ class Engine:
         budget, the ``cancel`` flag (set by the LSP layer on ``$/cancelRequest``) and ``stop(text_so_far)``.
         ``heal``: bytes the prompt builder took off the end of the prompt (token healing); the first tokens are
         constrained to reproduce them, and they are not part of the returned text.
+        ``shift``: also reuse cached chunks that moved (see ``_reuse_cache``). Approximate: a shifted chunk keeps
+        the attention to whatever preceded it when it was computed, so outputs can differ from a fresh
+        evaluation. Prefix reuse alone is exact.
         """
         prompt = list(prompt)
         if not prompt:
@@ -282,13 +293,13 @@ class Engine:
             raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {n_ctx}-token context")
         max_tokens = min(max_tokens, n_ctx - len(prompt))
         with self._lock:
-            return self._generate_locked(prompt, max_tokens, time_budget_s, cancel, stop, reuse, heal)
+            return self._generate_locked(prompt, max_tokens, time_budget_s, cancel, stop, reuse, shift, heal)
 
-    def _generate_locked(self, prompt, max_tokens, time_budget_s, cancel, stop, reuse, heal) -> Generation:
+    def _generate_locked(self, prompt, max_tokens, time_budget_s, cancel, stop, reuse, shift, heal) -> Generation:
         llm = self._llm
         start = time.perf_counter()
         deadline = None if time_budget_s is None else start + time_budget_s
-        reused = self._common_prefix(prompt) if reuse else 0
+        reused, shifted = self._reuse_cache(prompt, shift) if reuse else (0, 0)
         if reused == len(prompt):  # logits of the last prompt token are needed again
             reused -= 1
         llm.n_tokens = reused
@@ -348,11 +359,43 @@ class Engine:
             n_prompt=len(prompt),
             n_reused=reused,
             n_evaluated=evaluated,
+            n_shifted=min(shifted, reused),
             timings_ms={
                 "prompt_eval": (prompt_done - start) * 1000,
                 "generate": (end - prompt_done) * 1000,
             },
         )
+
+    def _reuse_cache(self, prompt: list[int], shift: bool) -> tuple[int, int]:
+        """How much of ``prompt`` the KV cache already holds: the common prefix, then chunks that moved.
+
+        Like llama-server's cache reuse: after the common prefix, runs of at least ``SHIFT_MIN_TOKENS``
+        cached tokens that reappear later or earlier in the prompt (a window start that moved, lines inserted
+        above the cursor) are shifted to their new positions (RoPE positions updated by llama.cpp) instead of
+        being evaluated again. Returns (tokens now in place, of which shifted).
+        """
+        llm = self._llm
+        head = self._common_prefix(prompt)
+        mem = llm._ctx.memory
+        if not shift or mem is None or not self._can_shift or head >= len(prompt):
+            return head, 0
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        head_c = head_p = head
+        shifted = 0
+        while head_c < len(cached) and head_p < len(prompt):
+            n = 0
+            while head_c + n < len(cached) and head_p + n < len(prompt) and cached[head_c + n] == prompt[head_p + n]:
+                n += 1
+            if n >= SHIFT_MIN_TOKENS:
+                llama_cpp.llama_memory_seq_rm(mem, 0, head_p, head_c)
+                llama_cpp.llama_memory_seq_add(mem, 0, head_c, head_c + n, head_p - head_c)
+                llm.input_ids[head_p : head_p + n] = cached[head_c : head_c + n]
+                head_p += n
+                head_c += n
+                shifted += n
+            else:
+                head_c += 1
+        return head_p, shifted
 
     def _common_prefix(self, prompt: list[int]) -> int:
         cached = self._llm.input_ids[: self._llm.n_tokens]

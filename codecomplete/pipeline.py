@@ -96,6 +96,7 @@ class Completer:
             cancel=cancel,
             stop=stop,
             reuse=s.reuse,
+            shift=s.kv_shift,
             heal=prompt.heal,
         )
         t3 = time.perf_counter()
@@ -118,6 +119,7 @@ class Completer:
                 "prompt": len(prompt.token_ids),
                 "generated": len(gen.token_ids),
                 "reused": gen.n_reused,
+                "shifted": gen.n_shifted,
                 "evaluated": gen.n_evaluated,
             },
             timings_ms={

@@ -119,7 +119,7 @@ class CompletionService:
     def _cached(self, suggestion: str, how: str, language: str | None, start: float) -> Completion:
         assert self.completer is not None
         elapsed = (time.perf_counter() - start) * 1000
-        zero = {"prompt": 0, "generated": 0, "reused": 0, "evaluated": 0}
+        zero = {"prompt": 0, "generated": 0, "reused": 0, "shifted": 0, "evaluated": 0}
         return Completion(
             completion=suggestion, raw=suggestion, model=self.completer.engine.info.path, format="cached",
             family=self.completer.family, language=language, prompt="", prompt_token_ids=[], token_healing="",

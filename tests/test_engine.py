@@ -141,3 +141,19 @@ def test_healing_candidates_agree_with_the_bytes(smol: Engine) -> None:
     for t in cands.tolist():
         p = smol.piece(t)
         assert p.startswith(need) or need.startswith(p)
+
+
+def test_kv_shift_reuses_moved_chunks(smol: Engine) -> None:
+    """A window whose start moved down: with shifting, the rest of the old window is moved into place."""
+    lines = Path(__file__).read_text().splitlines(True)
+    before, after = "".join(lines[0:60]), "".join(lines[10:65])
+    first, second = smol.tokenize(before), smol.tokenize(after)
+    smol.reset_cache()
+    smol.generate(first, max_tokens=1)
+    plain = smol.generate(second, max_tokens=1)  # default: exact prefix reuse only
+    assert plain.n_shifted == 0
+    smol.reset_cache()
+    smol.generate(first, max_tokens=1)
+    moved = smol.generate(second, max_tokens=1, shift=True)
+    assert moved.n_shifted >= 64 and moved.n_reused == moved.n_shifted
+    assert moved.n_evaluated == len(second) - moved.n_reused < len(second) // 2
