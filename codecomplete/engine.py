@@ -32,6 +32,9 @@ _log = logging.getLogger("codecomplete.engine")
 # A cached run must be at least this long to be shifted into place rather than evaluated again
 # (llama-server's --cache-reuse; shorter runs are cheaper to recompute than to look for).
 SHIFT_MIN_TOKENS = 64
+# Prompt evaluation is split into chunks this size so a cancel or the time budget is seen between them:
+# a superseded request must free the model quickly even in the middle of a long prompt.
+EVAL_CHUNK_TOKENS = 128
 
 _VOCAB_TYPES = {0: "none", 1: "spm", 2: "bpe", 3: "wpm", 4: "ugm", 5: "rwkv", 6: "plamo2"}
 
@@ -314,11 +317,12 @@ class Engine:
 
         reason: str | None = None
         evaluated = 0
-        for i in range(0, len(todo), llm.n_batch):
+        step = min(llm.n_batch, EVAL_CHUNK_TOKENS)
+        for i in range(0, len(todo), step):
             reason = interrupted()
             if reason:
                 break
-            chunk = todo[i : i + llm.n_batch]
+            chunk = todo[i : i + step]
             llm.eval(chunk)
             evaluated += len(chunk)
         prompt_done = time.perf_counter()

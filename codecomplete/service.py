@@ -102,7 +102,7 @@ class CompletionService:
             result = self._cached(hit[0], hit[1], language, start)
         else:
             result = self.completer.complete(text, offset, language, settings=s, **kwargs)
-            if result.stop_reason != "cancelled" and s.reuse:
+            if result.stop_reason not in ("cancelled", "time_budget") and s.reuse:  # cut short: not the answer
                 self.cache.store(doc, text, offset, result.completion, salt)
         self.last = result
         if result.stop_reason != "cancelled":

@@ -157,3 +157,16 @@ def test_kv_shift_reuses_moved_chunks(smol: Engine) -> None:
     moved = smol.generate(second, max_tokens=1, shift=True)
     assert moved.n_shifted >= 64 and moved.n_reused == moved.n_shifted
     assert moved.n_evaluated == len(second) - moved.n_reused < len(second) // 2
+
+
+def test_cancel_is_seen_during_a_long_prompt_evaluation(smol: Engine) -> None:
+    """Prompt evaluation runs in chunks with a cancel check between them, not as one uninterruptible call."""
+    ids = smol.tokenize(Path(__file__).read_text())[:1500]
+    smol.reset_cache()
+    cancel = threading.Event()
+    timer = threading.Timer(0.05, cancel.set)
+    timer.start()
+    gen = smol.generate(ids, max_tokens=4, cancel=cancel)
+    timer.join()
+    assert gen.stop_reason == "cancelled"
+    assert 0 < gen.n_evaluated < len(ids) and gen.n_evaluated % 128 == 0
