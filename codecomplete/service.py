@@ -22,6 +22,11 @@ from .pipeline import Completer, Completion, load_engine
 _MODEL_KEYS = ("model", "n_ctx", "n_threads", "n_gpu_layers")
 
 
+def _salt(s: Settings) -> str:
+    """What besides the text decides a suggestion: cached answers are only valid for the same settings."""
+    return repr((s.model, s.format, s.max_tokens, s.max_tokens_single_line, s.token_budget, s.postprocess))
+
+
 @dataclass
 class Stats:
     requests: int = 0
@@ -79,6 +84,22 @@ class CompletionService:
             self.completer.settings = settings
         return reload or self.state == "error"
 
+    def lookup(
+        self, text: str, offset: int, language: str | None, *, doc: str = "", settings: Settings | None = None
+    ) -> Completion | None:
+        """The cached answer for this spot, if any. Cheap: callers use it before queueing for the model, so a
+        typed-through suggestion never waits behind a generation."""
+        s = settings or self.settings
+        if not self.ready or not s.reuse:
+            return None
+        start = time.perf_counter()
+        hit = self.cache.lookup(doc, text, offset, _salt(s))
+        if hit is None:
+            return None
+        result = self._cached(hit[0], hit[1], language, start)
+        self._record(result, start)
+        return result
+
     def complete(
         self,
         text: str,
@@ -94,27 +115,29 @@ class CompletionService:
             raise UserError(f"model not ready ({self.state})")
         assert self.completer is not None
         s = settings or self.settings
+        cached = self.lookup(text, offset, language, doc=doc, settings=s)
+        if cached is not None:
+            return cached
         start = time.perf_counter()
-        self.stats.requests += 1
-        salt = repr((s.model, s.format, s.max_tokens, s.max_tokens_single_line, s.token_budget, s.postprocess))
-        hit = self.cache.lookup(doc, text, offset, salt) if s.reuse else None
-        if hit is not None:
-            result = self._cached(hit[0], hit[1], language, start)
-        else:
-            result = self.completer.complete(text, offset, language, settings=s, **kwargs)
-            if result.stop_reason not in ("cancelled", "time_budget") and s.reuse:  # cut short: not the answer
-                self.cache.store(doc, text, offset, result.completion, salt)
-        self.last = result
-        if result.stop_reason != "cancelled":
-            latency = (time.perf_counter() - start) * 1000
-            self.latencies_ms.append(latency)
-            self.stats.completions += 1
-            self.stats.prompt_tokens += result.tokens["prompt"]
-            self.stats.reused_tokens += result.tokens["reused"]
-            self.stats.generated_tokens += result.tokens["generated"]
-            self.recent.append({"latency_ms": latency, "source": result.source, "tokens": result.tokens,
-                                "timings_ms": result.timings_ms, "stop_reason": result.stop_reason})
+        result = self.completer.complete(text, offset, language, settings=s, **kwargs)
+        if result.stop_reason not in ("cancelled", "time_budget") and s.reuse:  # cut short: not the answer
+            self.cache.store(doc, text, offset, result.completion, _salt(s))
+        self._record(result, start)
         return result
+
+    def _record(self, result: Completion, start: float) -> None:
+        self.stats.requests += 1
+        self.last = result
+        if result.stop_reason == "cancelled":
+            return
+        latency = (time.perf_counter() - start) * 1000
+        self.latencies_ms.append(latency)
+        self.stats.completions += 1
+        self.stats.prompt_tokens += result.tokens["prompt"]
+        self.stats.reused_tokens += result.tokens["reused"]
+        self.stats.generated_tokens += result.tokens["generated"]
+        self.recent.append({"latency_ms": latency, "source": result.source, "tokens": result.tokens,
+                            "timings_ms": result.timings_ms, "stop_reason": result.stop_reason})
 
     def _cached(self, suggestion: str, how: str, language: str | None, start: float) -> Completion:
         assert self.completer is not None

@@ -30,7 +30,7 @@ from codecomplete import __version__
 from codecomplete.config import Settings, load_settings, split_known
 from codecomplete.errors import UserError
 
-from .documents import Documents
+from .documents import Document, Documents
 
 if TYPE_CHECKING:
     from codecomplete.daemon_client import DaemonService
@@ -218,6 +218,10 @@ async def _suggest(
     previous = ls.inflight.get(uri)
     if previous is not None:
         previous.set()  # superseded: it stops within one token and answers nothing
+    lookup = getattr(service, "lookup", None)  # in-process: cached answers skip the model queue
+    cached = lookup(text, offset, doc.language, doc=uri) if lookup else None
+    if cached is not None:
+        return _answer(doc, enc, start, cached.completion, replace)
     cancel = threading.Event()
     ls.inflight[uri] = cancel
     tree = doc.syntax_tree() if replace is None else None
@@ -235,13 +239,21 @@ async def _suggest(
     finally:
         if ls.inflight.get(uri) is cancel:
             del ls.inflight[uri]
-    if cancel.is_set() or not result.completion:
+    if cancel.is_set():
+        return None
+    return _answer(doc, enc, start, result.completion, replace)
+
+
+def _answer(
+    doc: Document, enc: str, start: int, completion: str, replace: tuple[types.Range, str] | None
+) -> tuple[str, types.Range] | None:
+    if not completion:
         return None
     if replace is not None:
         rng, chosen = replace
-        return chosen + result.completion, rng
+        return chosen + completion, rng
     pos = doc.position_at(start, enc)
-    return result.completion, types.Range(start=pos, end=pos)
+    return completion, types.Range(start=pos, end=pos)
 
 
 @server.feature(

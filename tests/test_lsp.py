@@ -271,3 +271,23 @@ async def test_malformed_messages_do_not_kill_the_server(tmp_path: Path) -> None
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_typing_through_a_suggestion_is_answered_from_the_cache(tmp_path: Path) -> None:
+    client, _ = await start(tmp_path, options={"maxTokens": 16, "maxTokensSingleLine": 16})
+    try:
+        open_doc(client, PY_TEXT + "    return ")
+        first = await client.text_document_inline_completion_async(inline_params(10, 11))
+        shown = first.items[0].insert_text
+        assert len(shown) >= 2
+        insert(client, 10, 11, shown[:2], 2)  # the user types the first two characters of the suggestion
+        second = await client.text_document_inline_completion_async(inline_params(10, 13))
+        assert second.items[0].insert_text == shown[2:]
+        last = await client.protocol.send_request_async("codecomplete/lastCompletion", {})
+        assert last.source == "typing_through" and last.tokens.evaluated == 0
+        insert(client, 10, 13, "Q", 3)  # diverging from the suggestion goes back to the model
+        await client.text_document_inline_completion_async(inline_params(10, 14))
+        last = await client.protocol.send_request_async("codecomplete/lastCompletion", {})
+        assert last.source == "model"
+    finally:
+        await client.shutdown_session()
