@@ -25,6 +25,9 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 FORMATS = ("auto", "psm", "spm", "prefix")
+# Mirrors of codecomplete.remote's lists (not imported here: remote pulls in llama.cpp through engine).
+REMOTE_BACKENDS = ("llama-server", "llama-server-infill", "openai", "ollama")
+FIM_FAMILIES = ("auto", "none", "codellama", "starcoder", "deepseek", "qwen", "codestral")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class Settings:
     reuse: bool = True  # KV-cache reuse and cached answers; off = a fresh evaluation per request (baseline)
     kv_shift: bool = False  # also shift moved cached chunks into place (faster, approximate: may change output)
     enabled: bool = True
+    # local: llama.cpp in this process (or the shared daemon); else a running server that gets the prompt:
+    # llama-server, llama-server-infill, openai (/v1/completions) or ollama. `model` is then the server's name.
+    backend: str = "local"
+    remote_url: str | None = None  # that server's base URL; None → its loopback default
+    fim: str = "auto"  # FIM family of remote text prompts: auto (ask the server), none, codellama, starcoder, ...
     languages: dict[str, bool] = field(default_factory=dict)  # per-language enable/disable
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Settings:
@@ -92,6 +100,14 @@ def _check_type(key: str, value: Any) -> Any:
     if key == "format":
         if value not in FORMATS:
             raise UserError(f"setting format must be one of {', '.join(FORMATS)}, got {value!r}")
+        return value
+    if key == "backend":
+        if value not in ("local", *REMOTE_BACKENDS):
+            raise UserError(f"setting backend must be one of local, {', '.join(REMOTE_BACKENDS)}, got {value!r}")
+        return value
+    if key == "fim":
+        if value not in FIM_FAMILIES:
+            raise UserError(f"setting fim must be one of {', '.join(FIM_FAMILIES)}, got {value!r}")
         return value
     if key == "languages":
         if not isinstance(value, Mapping) or not all(isinstance(v, bool) for v in value.values()):

@@ -58,11 +58,10 @@ from .daemon_client import (
 )
 from .errors import UserError
 from .models import resolve_model
-from .service import _MODEL_KEYS, CompletionService
+from .service import MODEL_KEYS, CompletionService
 
 log = logging.getLogger("codecomplete.daemon")
 
-MODEL_KEYS: tuple[str, ...] = tuple(_MODEL_KEYS)
 HISTOGRAM_MS = (50, 100, 200, 500, 1000, 2000, 5000)
 CLIENT_TTL_S = 600.0  # a client not heard from for this long no longer counts as connected
 _UNIX_PATH_MAX = 104  # the smallest sun_path among the platforms (macOS); Linux allows 108
@@ -593,7 +592,8 @@ def create_app(daemon: Daemon, token: str | None = None) -> Starlette:
         if unknown:
             raise UserError(f"POST /model takes {', '.join(MODEL_KEYS)}; not {', '.join(unknown)}")
         settings = service.settings.with_overrides(body)
-        resolve_model(settings.model)  # a wrong name fails now, with the catalog's message
+        if settings.backend == "local":
+            resolve_model(settings.model)  # a wrong name fails now, with the catalog's message
         job = daemon.scheduler.new_job(client, lambda _cancel: daemon.scheduler.switch(settings), needs_model=False)
         await daemon.run_job(job, request)
         return JSONResponse(daemon.status())
@@ -818,7 +818,8 @@ def command(model: str | None, tcp: str | None, idle_unload_s: float, fair_slice
     """Run the shared daemon that keeps one model loaded for every editor."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="codecomplete-daemon: %(message)s")
     settings = load_settings({"model": model} if model else None)
-    resolve_model(settings.model)  # a wrong name fails here, in one line, not later in the status
+    if settings.backend == "local":
+        resolve_model(settings.model)  # a wrong name fails here, in one line, not later in the status
     serve(settings, tcp=tcp, idle_unload_s=idle_unload_s, fair_slice_s=fair_slice_ms / 1000, preload=not lazy)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import context as context_mod
 from . import postprocess as postprocess_mod
@@ -16,6 +16,9 @@ from .config import Settings
 from .engine import Engine
 from .models import resolve_model
 from .prompt import build_prompt, choose_format, detect_family, with_token_healing
+
+if TYPE_CHECKING:
+    from .remote import RemoteEngine
 
 # Tokens kept free in the context window for the answer beyond the largest max_tokens setting.
 _CONTEXT_MARGIN = 8
@@ -45,8 +48,14 @@ class Completion:
         return asdict(self)
 
 
-def load_engine(settings: Settings) -> Engine:
-    """Resolve the configured model (catalog name, path, or the embedded default; validated), load it."""
+def load_engine(settings: Settings) -> Engine | RemoteEngine:
+    """The configured engine: a model loaded in this process (catalog name, path, or the embedded default;
+    validated), or a server that already runs one — then only the prompt crosses the wire."""
+    if settings.backend != "local":
+        from .remote import RemoteEngine
+
+        return RemoteEngine(settings.backend, settings.remote_url, model=settings.model, fim=settings.fim,
+                            n_ctx=settings.n_ctx)
     path = resolve_model(settings.model)
     return Engine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads, n_gpu_layers=settings.n_gpu_layers)
 
@@ -54,7 +63,7 @@ def load_engine(settings: Settings) -> Engine:
 class Completer:
     """Turns (document text, cursor offset, language) into a post-processed suggestion."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine | RemoteEngine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
         self.family = detect_family(engine)
@@ -116,7 +125,7 @@ class Completer:
             prompt_token_ids=prompt.token_ids,
             token_healing=prompt.heal.decode("utf-8", "replace"),
             tokens={
-                "prompt": len(prompt.token_ids),
+                "prompt": gen.n_prompt,  # the server's count for text backends; the ids' length locally
                 "generated": len(gen.token_ids),
                 "reused": gen.n_reused,
                 "shifted": gen.n_shifted,

@@ -19,7 +19,7 @@ from .errors import UserError
 from .pipeline import Completer, Completion, load_engine
 
 # Settings that need the model reloaded when they change.
-_MODEL_KEYS = ("model", "n_ctx", "n_threads", "n_gpu_layers")
+MODEL_KEYS = ("model", "n_ctx", "n_threads", "n_gpu_layers", "backend", "remote_url", "fim")
 
 
 def _salt(s: Settings) -> str:
@@ -78,7 +78,7 @@ class CompletionService:
 
     def update_settings(self, settings: Settings) -> bool:
         """Switch settings; returns True when the model must be reloaded for them."""
-        reload = any(getattr(settings, k) != getattr(self.settings, k) for k in _MODEL_KEYS)
+        reload = any(getattr(settings, k) != getattr(self.settings, k) for k in MODEL_KEYS)
         self.settings = settings
         if self.completer is not None:
             self.completer.settings = settings
