@@ -51,6 +51,10 @@ class Settings:
     remote_url: str | None = None  # that server's base URL; None → its loopback default
     fim: str = "auto"  # FIM family of remote text prompts: auto (ask the server), none, codellama, starcoder, ...
     languages: dict[str, bool] = field(default_factory=dict)  # per-language enable/disable
+    repo_context: bool = True  # snippets from other workspace files in the prompt
+    repo_context_budget: int = 1024  # prompt tokens for them (taken from the context window's room)
+    repo_include: list[str] = field(default_factory=list)  # globs the workspace index keeps (empty: all)
+    repo_exclude: list[str] = field(default_factory=list)  # globs it leaves out (besides .gitignore etc.)
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Settings:
         """Apply overrides given in snake_case or camelCase; None values mean "leave as is"."""
@@ -82,7 +86,8 @@ def split_known(options: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return ours, sorted(set(options) - set(ours))
 
 
-_INT_KEYS = {"max_tokens", "max_tokens_single_line", "token_budget", "time_budget_ms", "n_ctx", "n_threads",
+_INT_KEYS = {"repo_context_budget", "max_tokens", "max_tokens_single_line", "token_budget", "time_budget_ms", "n_ctx",
+             "n_threads",
              "n_gpu_layers"}
 
 
@@ -93,7 +98,7 @@ def _check_type(key: str, value: Any) -> Any:
         if value < 0 and key != "n_gpu_layers":
             raise UserError(f"setting {key} must not be negative, got {value}")
         return value
-    if key in ("postprocess", "enabled", "reuse", "kv_shift"):
+    if key in ("postprocess", "enabled", "reuse", "kv_shift", "repo_context"):
         if not isinstance(value, bool):
             raise UserError(f"setting {key} must be true or false, got {value!r}")
         return value
@@ -109,6 +114,10 @@ def _check_type(key: str, value: Any) -> Any:
         if value not in FIM_FAMILIES:
             raise UserError(f"setting fim must be one of {', '.join(FIM_FAMILIES)}, got {value!r}")
         return value
+    if key in ("repo_include", "repo_exclude"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"setting {key} must be a list of glob strings")
+        return list(value)
     if key == "languages":
         if not isinstance(value, Mapping) or not all(isinstance(v, bool) for v in value.values()):
             raise UserError("setting languages must map language names to true/false")

@@ -459,6 +459,18 @@ _REQUIRED = object()
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "an object"}
 
 
+def _snippets(body: dict[str, Any]) -> list[Any] | None:
+    """Cross-file snippets chosen by the editor's LSP process: [{path, text}, ...] in prompt order."""
+    raw = body.get("snippets")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(s, dict) for s in raw):
+        raise UserError("snippets must be a list of {path, text} objects")
+    from .repoindex import Snippet
+
+    return [Snippet(_field(s, "path", str), 0, 0, _field(s, "text", str), 0.0) for s in raw]
+
+
 def _field(body: dict[str, Any], key: str, kind: type, default: Any = _REQUIRED) -> Any:
     if key not in body or body[key] is None:
         if default is _REQUIRED:
@@ -511,9 +523,13 @@ def create_app(daemon: Daemon, token: str | None = None) -> Starlette:
         doc = _field(body, "doc", str, "")
         settings = daemon.request_settings(body.get("settings"))
         key = f"{client}\0{doc}"
+        repo = _snippets(body)
+        path = _field(body, "path", str, None)
 
         def work(cancel: threading.Event) -> Any:
-            return service.complete(text, offset, language, doc=key, settings=settings, cancel=cancel)
+            return service.complete(
+                text, offset, language, doc=key, settings=settings, cancel=cancel, snippets=repo, path=path
+            )
 
         job = daemon.scheduler.new_job(client, work, doc=key if doc else None, job_id=_field(body, "id", str, None))
         result = await daemon.run_job(job, request)

@@ -192,6 +192,11 @@ class DaemonClient:
         self._http.close()
 
 
+def _estimate_tokens(text: str) -> int:
+    """Token count without the model's tokenizer (which lives in the daemon): about 3.5 characters each."""
+    return len(text) * 2 // 7 + 1
+
+
 def find_daemon(directory: Path | None = None, client_id: str | None = None) -> DaemonClient | None:
     """A client for the daemon answering in ``directory``, or None when none does."""
     directory = directory or runtime_dir()
@@ -457,13 +462,25 @@ class DaemonService:
         settings: Settings | None = None,
         cancel: threading.Event | None = None,
         tree: Any = None,  # unused: the daemon parses the window it gets
+        path: str | None = None,
+        index: Any = None,
     ) -> RemoteCompletion:
+        """With a workspace ``index`` (kept by this editor's process), the cross-file snippets are chosen here,
+        with an estimated token count, and sent along; the daemon keeps what fits by the model's count."""
         s = settings or self.settings
         start, end = document_window(text, offset, s.token_budget)
         payload = {
             "doc": doc, "text": text[start:end], "offset": offset - start, "language": language,
             "settings": request_settings(s, self._known),
         }
+        if index is not None and s.repo_context and s.repo_context_budget > 0:
+            window = (text.count("\n", 0, start), text.count("\n", 0, end) + 1)
+            chosen = index.query(
+                text[start:end], path, budget_tokens=s.repo_context_budget, count_tokens=_estimate_tokens,
+                window=window if path else None, cursor=offset - start,
+            )
+            payload["snippets"] = [{"path": sn.path, "text": sn.text} for sn in chosen]
+            payload["path"] = index.relative(path) if path else None
         try:
             data = self._connect().complete(payload, cancel)
         except DaemonUnavailable:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +20,12 @@ from .prompt import build_prompt, choose_format, detect_family, with_token_heali
 
 if TYPE_CHECKING:
     from .remote import RemoteEngine
+    from .repoindex import RepoIndex, Snippet
 
 # Tokens kept free in the context window for the answer beyond the largest max_tokens setting.
 _CONTEXT_MARGIN = 8
+# Tokens the repository snippets' rendering may add beyond what the index counted (the current file's header).
+_REPO_HEADER_SLACK = 16
 _CUT_SHORT = ("time_budget", "cancelled")  # max_tokens is the caller's explicit choice
 
 
@@ -63,6 +67,44 @@ def load_engine(settings: Settings) -> Engine | RemoteEngine:
 class Completer:
     """Turns (document text, cursor offset, language) into a post-processed suggestion."""
 
+    def _repo_segments(
+        self,
+        index: RepoIndex | None,
+        given: Sequence[Snippet] | None,
+        text: str,
+        path: str | None,
+        ctx: context_mod.Context,
+        s: Settings,
+        room: int,
+    ) -> list:
+        """Snippets from other files for the code around the cursor, rendered for this model family."""
+        from .repoindex import format_snippets, style_for_family
+
+        budget = min(s.repo_context_budget, room - _REPO_HEADER_SLACK)
+        if budget <= _REPO_HEADER_SLACK:
+            return []
+        count = self.engine.count_tokens
+        if given is not None:  # chosen with an estimate elsewhere: keep what fits by this model's count
+            chosen = []
+            for snippet in given:
+                budget -= count(f"// path: {snippet.path}\n{snippet.text}\n\n")
+                if budget < 0:
+                    break
+                chosen.append(snippet)
+        else:
+            assert index is not None
+            first = text.count("\n", 0, ctx.prefix_start)
+            last = text.count("\n", 0, ctx.suffix_end) + 1
+            chosen = index.query(
+                ctx.prefix + ctx.suffix, path, budget_tokens=budget, count_tokens=count,
+                window=(first, last) if path else None, cursor=len(ctx.prefix),
+            )
+            path = index.relative(path) if path else None
+        if not chosen:
+            return []
+        style = style_for_family(self.family) if self.engine.info.fim_sep is not None else "comment"
+        return format_snippets(chosen, ctx.language, style, current_path=path)
+
     def __init__(self, engine: Engine | RemoteEngine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
@@ -77,24 +119,35 @@ class Completer:
         cancel: threading.Event | None = None,
         tree: Any = None,
         settings: Settings | None = None,
+        path: str | None = None,
+        index: RepoIndex | None = None,
+        snippets: Sequence[Snippet] | None = None,
     ) -> Completion:
+        """``index`` (with the document's ``path``) adds ranked snippets from the rest of the workspace;
+        ``snippets`` are such snippets chosen elsewhere (by an editor's thin LSP process for the daemon)."""
         s = settings or self.settings
         engine = self.engine
         t0 = time.perf_counter()
         prefix_only = s.format == "prefix" or (s.format == "auto" and self.family == "none")
         room = engine.info.n_ctx - max(s.max_tokens, s.max_tokens_single_line) - _CONTEXT_MARGIN
+        use_repo = (index is not None or bool(snippets)) and s.repo_context and s.repo_context_budget > 0
         ctx = context_mod.build_context(
             text,
             offset,
             language,
             engine.count_tokens,
-            budget=max(16, min(s.token_budget, room)),
+            budget=max(16, min(s.token_budget, room - (s.repo_context_budget if use_repo else 0))),
             prefix_share=0.9 if prefix_only else 0.75,
             tree=tree,
         )
         t1 = time.perf_counter()
         fmt = choose_format(self.family, s.format, ctx.prefix)
-        prompt = with_token_healing(engine, build_prompt(engine, ctx.prefix, ctx.suffix, fmt))
+        prompt = build_prompt(engine, ctx.prefix, ctx.suffix, fmt)
+        if use_repo:
+            segments = self._repo_segments(index, snippets, text, path, ctx, s, room - len(prompt.token_ids))
+            if segments:
+                prompt = build_prompt(engine, ctx.prefix, ctx.suffix, fmt, segments)
+        prompt = with_token_healing(engine, prompt)
         t2 = time.perf_counter()
         multiline = ctx.situation.multiline
         stop = (lambda so_far: postprocess_mod.stop_reason(so_far, ctx)) if s.postprocess else None

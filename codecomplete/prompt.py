@@ -12,6 +12,7 @@ Other families use their own marker tokens in PSM order; models without FIM toke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -118,12 +119,33 @@ def encode_infilling(tok: Tokenizer, text: str) -> list[int]:
     return ids
 
 
-def build_prompt(tok: Tokenizer, prefix: str, suffix: str, fmt: str) -> Prompt:
-    """The token ids (and a readable rendering) for one request in a resolved format."""
+class RepoSegment(Protocol):
+    """Cross-file context (``repoindex.Segment``): text, after the family's repo-level token if ``marker``."""
+
+    text: str
+    marker: str | None
+
+
+def build_prompt(
+    tok: Tokenizer, prefix: str, suffix: str, fmt: str, repo: Sequence[RepoSegment] = ()
+) -> Prompt:
+    """The token ids (and a readable rendering) for one request in a resolved format.
+
+    ``repo`` segments without a marker (path-comment headers and code) go in front of the prefix; segments
+    with a marker (``repo_name``/``file_sep``, for families trained with repo-level tokens) come right after
+    BOS, each after its token id, before the FIM part.
+    """
     info = tok.info
     family = detect_family(tok)
     bos = [info.bos] if info.bos is not None and (info.add_bos or family == "codellama") else []
     parts: list[tuple[list[int], str]] = [(bos, _texts(tok, bos))]
+    markers = {"repo_name": info.fim_rep, "file_sep": info.fim_sep}
+    for seg in repo:
+        if seg.marker is not None:
+            ids = [markers[seg.marker]] if markers.get(seg.marker) is not None else []
+            parts.append((ids, _texts(tok, ids)))
+            parts.append((encode(tok, seg.text), seg.text))
+    prefix = "".join(seg.text for seg in repo if seg.marker is None) + prefix
     if fmt == "prefix":
         parts.append((encode(tok, prefix), prefix))
     else:

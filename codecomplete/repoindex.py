@@ -1383,6 +1383,10 @@ class RepoIndex:
             self._documents(key)
         return doc.entry or self._files.get(key)
 
+    def relative(self, path: str) -> str:
+        """How the index names ``path``: relative to the root with '/' (absolute outside the root)."""
+        return self._key(path)
+
     def _key(self, path: str) -> str:
         """Index key: the path relative to the root with '/' separators; absolute outside the root."""
         full = os.path.realpath(os.path.join(self.root, path))

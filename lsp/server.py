@@ -18,6 +18,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -25,6 +26,7 @@ from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import JsonRPCNotification, LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
+from pygls.uris import to_fs_path
 
 from codecomplete import __version__
 from codecomplete.config import Settings, load_settings, split_known
@@ -34,6 +36,7 @@ from .documents import Document, Documents
 
 if TYPE_CHECKING:
     from codecomplete.daemon_client import DaemonService
+    from codecomplete.repoindex import RepoIndex
     from codecomplete.service import CompletionService
 
 log = logging.getLogger("codecomplete.lsp")
@@ -80,6 +83,7 @@ class CodecompleteServer(LanguageServer):
         # One thread for llama.cpp: the model is single-threaded state; requests queue behind it.
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codecomplete-model")
         self.inflight: dict[str, threading.Event] = {}
+        self.index: RepoIndex | None = None  # the workspace, for cross-file context
 
     @property
     def encoding(self) -> str:
@@ -121,7 +125,32 @@ async def on_initialized(ls: CodecompleteServer, params: types.InitializedParams
         ls.service.notify = lambda message: loop.call_soon_threadsafe(
             ls.window_show_message, types.ShowMessageParams(types.MessageType.Warning, f"codecomplete: {message}")
         )
+    _start_index(ls)
     await _load_model(ls)
+
+
+def _start_index(ls: CodecompleteServer) -> None:
+    """Index the workspace for cross-file context: in the background, never for a home dir or the root."""
+    s = ls.service.settings
+    root = ls.workspace.root_path
+    if not (s.repo_context and root) or Path(root).resolve() in (Path.home().resolve(), Path("/")):
+        return
+    from codecomplete.repoindex import RepoIndex
+
+    try:
+        ls.index = RepoIndex(root, include=s.repo_include or None, exclude=s.repo_exclude or None).start()
+    except UserError as exc:
+        log.warning("no workspace index: %s", exc)
+
+
+@server.feature(types.SHUTDOWN)
+def on_shutdown(ls: CodecompleteServer, params: Any) -> None:
+    if ls.index is not None:
+        ls.index.stop()
+
+
+def _fs_path(uri: str) -> str | None:
+    return to_fs_path(uri) if uri.startswith("file:") else None
 
 
 async def _load_model(ls: CodecompleteServer) -> None:
@@ -157,7 +186,11 @@ async def on_configuration(ls: CodecompleteServer, params: types.DidChangeConfig
 
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
 def on_open(ls: CodecompleteServer, params: types.DidOpenTextDocumentParams) -> None:
-    ls.documents.open(params.text_document)
+    item = params.text_document
+    ls.documents.open(item)
+    path = _fs_path(item.uri)
+    if ls.index is not None and path:
+        ls.index.update_document(path, item.text, item.language_id)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -173,12 +206,19 @@ def on_change(ls: CodecompleteServer, params: types.DidChangeTextDocumentParams)
         log.warning("bad change for %s: %s", doc.uri, exc)
         return
     doc.version = params.text_document.version
+    path = _fs_path(doc.uri)
+    if ls.index is not None and path:
+        ls.index.update_document(path, doc.text)
+        ls.index.mark_edited(path)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def on_close(ls: CodecompleteServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.documents.close(params.text_document.uri)
     ls.service.cache.forget(params.text_document.uri)
+    path = _fs_path(params.text_document.uri)
+    if ls.index is not None and path:
+        ls.index.forget_document(path)
     cancel = ls.inflight.pop(params.text_document.uri, None)
     if cancel:
         cancel.set()
@@ -226,7 +266,8 @@ async def _suggest(
     ls.inflight[uri] = cancel
     tree = doc.syntax_tree() if replace is None else None
     job = partial(
-        service.complete, text, offset, doc.language, doc=uri, cancel=cancel, tree=tree.copy() if tree else None
+        service.complete, text, offset, doc.language, doc=uri, cancel=cancel, tree=tree.copy() if tree else None,
+        path=_fs_path(uri), index=ls.index,
     )
     try:
         result = await asyncio.get_running_loop().run_in_executor(ls.model_thread, job)

@@ -37,7 +37,7 @@ def test_readme_demo_command_prints_a_real_completion() -> None:
 
 
 def test_json_fields_are_present_and_consistent() -> None:
-    proc = run("infill", f"{EXAMPLE}:9:5", "--json")
+    proc = run("infill", f"{EXAMPLE}:9:5", "--json", "--no-daemon")  # the model itself, not a cached answer
     assert proc.returncode == 0, proc.stderr.decode()
     data = json.loads(proc.stdout)
     for key in ("completion", "model", "format", "prompt", "prompt_token_ids", "tokens", "timings_ms", "stop_reason"):

@@ -33,14 +33,23 @@ def server_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-async def start(tmp_path: Path, *, options: dict | None = None, encodings: list[str] | None = None):
+async def start(
+    tmp_path: Path,
+    *,
+    options: dict | None = None,
+    encodings: list[str] | None = None,
+    root: Path | None = None,
+    server: list[str] = SERVER,
+):
     client = make_test_lsp_client()
-    await client.start_io(*SERVER, env=server_env(tmp_path))
+    await client.start_io(*server, env=server_env(tmp_path))
     caps = client_capabilities("neovim@v0.11.0")
     if encodings is not None:
         caps.general.position_encodings = encodings
     result = await client.initialize_session(
-        types.InitializeParams(capabilities=caps, initialization_options=options or {})
+        types.InitializeParams(
+            capabilities=caps, initialization_options=options or {}, root_uri=root.as_uri() if root else None
+        )
     )
     await wait_ready(client)
     return client, result
@@ -289,5 +298,34 @@ async def test_typing_through_a_suggestion_is_answered_from_the_cache(tmp_path: 
         await client.text_document_inline_completion_async(inline_params(10, 14))
         last = await client.protocol.send_request_async("codecomplete/lastCompletion", {})
         assert last.source == "model"
+    finally:
+        await client.shutdown_session()
+
+
+@pytest.mark.parametrize("mode", ["in-process", "daemon"])
+async def test_workspace_snippets_reach_the_prompt(tmp_path: Path, mode: str) -> None:
+    """Cross-file context: a definition from another workspace file is in the prompt, with its path header."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "geometry.py").write_text(
+        'def circle_area(radius: float) -> float:\n    """Area of a circle."""\n    return 3.14159 * radius ** 2\n'
+    )
+    main = "from geometry import circle_area\n\n\ndef total_area(radii):\n    return sum("
+    (root / "main.py").write_text(main)
+    server = SERVER if mode == "in-process" else SERVER[:-1]  # without --no-daemon: through the shared daemon
+    client, _ = await start(tmp_path, root=root, server=server, options={"maxTokens": 8, "maxTokensSingleLine": 8})
+    try:
+        uri = (root / "main.py").as_uri()
+        open_doc(client, main, uri=uri)
+        last = None
+        for _ in range(50):  # the index scans in the background
+            await client.text_document_inline_completion_async(inline_params(4, 15, uri=uri))
+            last = await client.protocol.send_request_async("codecomplete/lastCompletion", {})
+            if "circle_area(radius" in last.prompt:
+                break
+            insert(client, 4, 15, " ", 2)  # a new spot, so the answer is not served from the cache
+            await asyncio.sleep(0.2)
+        assert "# path: geometry.py\ndef circle_area(radius: float)" in last.prompt
+        assert "# path: main.py\nfrom geometry import circle_area" in last.prompt
     finally:
         await client.shutdown_session()
