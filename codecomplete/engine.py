@@ -91,7 +91,7 @@ def _none_if_negative(token: int) -> int | None:
 @llama_cpp.llama_log_callback
 def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     """llama.cpp's log lines, into Python logging: errors only, never onto stdout (the LSP channel)."""
-    if level == 3:  # GGML_LOG_LEVEL_ERROR
+    if level == 4:  # GGML_LOG_LEVEL_ERROR (ggml: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 cont)
         _log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
 
