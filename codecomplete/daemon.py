@@ -58,6 +58,7 @@ from .daemon_client import (
 )
 from .errors import UserError
 from .models import resolve_model
+from .net import parse_loopback
 from .service import MODEL_KEYS, CompletionService
 
 log = logging.getLogger("codecomplete.daemon")
@@ -702,21 +703,10 @@ def _llama_server_answer(result: Any, outcome: str | None, settings: Settings) -
 # --- serving ---------------------------------------------------------------------------------------------
 
 
-def _loopback(spec: str) -> tuple[str, int]:
-    host, _, port = spec.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise UserError(f"--tcp {spec}: only loopback addresses (127.0.0.1, ::1) are allowed")
-    try:
-        return host, int(port)
-    except ValueError:
-        raise UserError(f"--tcp {spec}: expected 127.0.0.1:PORT") from None
-
-
 def _bind(directory: Path, tcp: str | None) -> tuple[socket.socket, Endpoint]:
     """The listening socket: created private (no moment where another user could connect), and its endpoint."""
     if tcp is not None:
-        host, port = _loopback(tcp)
+        host, port = parse_loopback(tcp)
         try:
             sock = socket.create_server((host, port))
         except OSError as exc:

@@ -31,6 +31,7 @@ from pygls.uris import to_fs_path
 from codecomplete import __version__
 from codecomplete.config import Settings, load_settings, split_known
 from codecomplete.errors import UserError
+from codecomplete.net import parse_loopback
 
 from .documents import Document, Documents
 
@@ -357,17 +358,6 @@ def on_last_completion(ls: CodecompleteServer, params: Any) -> dict[str, Any] | 
     return last.to_json() if last else None
 
 
-def _loopback(spec: str) -> tuple[str, int]:
-    host, _, port = spec.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise UserError(f"--tcp {spec}: only loopback addresses (127.0.0.1, ::1) are allowed")
-    try:
-        return host, int(port)
-    except ValueError:
-        raise UserError(f"--tcp {spec}: expected 127.0.0.1:PORT") from None
-
-
 def run(tcp: str | None = None, daemon: bool = True) -> None:
     """Serve over stdio (editors) or loopback TCP (debugging). Logs go to stderr, never to the protocol.
 
@@ -385,6 +375,6 @@ def run(tcp: str | None = None, daemon: bool = True) -> None:
 
         server.service = CompletionService(Settings())
     if tcp:
-        server.start_tcp(*_loopback(tcp))
+        server.start_tcp(*parse_loopback(tcp))
     else:
         server.start_io()
