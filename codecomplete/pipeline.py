@@ -5,6 +5,7 @@ Both the CLI and the language server call ``Completer.complete``; neither owns c
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -83,7 +84,7 @@ class Completer:
         budget = min(s.repo_context_budget, room - _REPO_HEADER_SLACK)
         if budget <= _REPO_HEADER_SLACK:
             return []
-        count = self.engine.count_tokens
+        count = self.count_tokens
         if given is not None:  # chosen with an estimate elsewhere: keep what fits by this model's count
             chosen = []
             for snippet in given:
@@ -109,6 +110,8 @@ class Completer:
         self.engine = engine
         self.settings = settings
         self.family = detect_family(engine)
+        # Windows are budgeted line by line, and between keystrokes almost every line is unchanged.
+        self.count_tokens = functools.lru_cache(maxsize=65536)(engine.count_tokens)
 
     def complete(
         self,
@@ -135,7 +138,7 @@ class Completer:
             text,
             offset,
             language,
-            engine.count_tokens,
+            self.count_tokens,
             budget=max(16, min(s.token_budget, room - (s.repo_context_budget if use_repo else 0))),
             prefix_share=0.9 if prefix_only else 0.75,
             tree=tree,
