@@ -1,0 +1,198 @@
+"""`codecomplete eval`: the harness scores known answers right, and a real run reports consistent numbers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from codecomplete import cli as cli_mod
+from codecomplete.errors import UserError
+from codecomplete.evaltasks import program_for
+from codecomplete.evaluate import (
+    Answer,
+    Case,
+    Record,
+    format_table,
+    humaneval_cases,
+    raw_not_prefix,
+    repo_cases,
+    run,
+    summarize,
+)
+
+FLAGS = (True, False)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CODECOMPLETE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("CODECOMPLETE_CONFIG", str(tmp_path_factory.getbasetemp() / "no-config.toml"))
+
+
+def answer(text: str) -> Answer:
+    return Answer(completion=text, raw=text, stop_reason="test", latency_ms=1.0)
+
+
+def oracle(case: Case, fmt: str, flags: Sequence[bool]) -> list[Answer]:
+    """The masked text itself, as inserted on the empty line (whose newline is already there)."""
+    return [answer(case.task.middle.removesuffix("\n")) for _ in flags]
+
+
+def oracle_on_only(case: Case, fmt: str, flags: Sequence[bool]) -> list[Answer]:
+    """Right with post-processing, and one line short without it."""
+    lines = case.task.middle.removesuffix("\n").split("\n")
+    return [answer("\n".join(lines if flag else [*lines[:-1], ""])) for flag in flags]
+
+
+@pytest.fixture(scope="module")
+def source_tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    (root / "util.py").write_text("import os\n\n\ndef join(a, b):\n    path = os.path.join(a, b)\n"
+                                  "    return os.path.normpath(path)\n")
+    (root / "web").mkdir()
+    (root / "web" / "app.js").write_text("function add(a, b) {\n  const sum = a + b;\n  return sum;\n}\n\n"
+                                         "module.exports = { add };\n")
+    (root / "main.go").write_text("package main\n\nimport \"fmt\"\n\nfunc main() {\n\tx := 40 + 2\n"
+                                  "\tfmt.Println(x)\n}\n")
+    (root / "notes.txt").write_text("not code\nat all\n")
+    (root / ".git").mkdir()
+    (root / ".git" / "hook.py").write_text("print('never masked')\nprint('hidden')\n")
+    return root
+
+
+def test_a_case_is_the_task_with_an_empty_line_at_the_cursor():
+    cases, total = humaneval_cases("single-line", 3, seed=0)
+    assert total == 1033 and len(cases) == 3
+    for case in cases:
+        task = case.task
+        assert case.text == task.prefix + "\n" + task.suffix and case.text[case.offset] == "\n"
+        assert case.language == "python" and case.set == "single-line"
+        assert case.program(task.middle.removesuffix("\n")) == program_for(task, task.middle)
+
+
+def test_oracle_answers_pass_every_humaneval_task():
+    cases = humaneval_cases("single-line", 12, seed=1)[0] + humaneval_cases("multi-line", 12, seed=1)[0]
+    records = run(cases, oracle, ["prefix"], FLAGS, jobs=2)
+    assert len(records) == len(cases) * 2
+    assert [(r.task_id, r.detail) for r in records if not r.passed] == []
+    rows = summarize(records)
+    assert [(r.set, r.postprocess) for r in rows] == [
+        ("single-line", True), ("single-line", False), ("multi-line", True), ("multi-line", False)]
+    for row in rows:
+        assert (row.n, row.passed, row.pass_at_1) == (12, 12, 1.0)
+        assert row.exact_match == row.edit_similarity == 1.0
+
+
+def test_wrong_answers_fail_and_score_below_one():
+    cases = humaneval_cases("multi-line", 10, seed=2)[0]
+    records = run(cases, oracle_on_only, ["prefix"], FLAGS, jobs=2)
+    on, off = summarize(records)
+    assert (on.postprocess, on.passed, on.exact) == (True, 10, 10)
+    assert off.postprocess is False and off.exact == 0 and off.passed < 10
+    assert 0.0 < off.edit_similarity < 1.0
+    assert {r.status for r in records if not r.postprocess} - {"passed"} <= {"failed", "error", "timeout"}
+
+
+def test_repo_cases_spread_over_languages_and_kinds(source_tree):
+    cases = repo_cases([source_tree], 12, seed=0)
+    assert cases == repo_cases([source_tree], 12, seed=0)
+    by_slot: dict[tuple[str | None, str], int] = {}
+    for case in cases:
+        kind = case.task.task_id.split("/", 1)[0]
+        by_slot[case.language, kind] = by_slot.get((case.language, kind), 0) + 1
+        assert ".git" not in case.task.problem_id and case.set == "repo" and case.task.test == ""
+        assert case.text == case.task.prefix + "\n" + case.task.suffix
+    assert by_slot == {(lang, kind): 2 for lang in ("go", "javascript", "python")
+                       for kind in ("single-line", "multi-line")}
+    assert len(repo_cases([source_tree], 5, seed=0)) == 5
+    with pytest.raises(UserError, match="no source files"):
+        repo_cases([source_tree / "notes.txt"], 5, seed=0)
+
+
+def test_repo_rows_per_language_add_up_and_have_no_pass_rate(source_tree):
+    records = run(repo_cases([source_tree], 12, seed=0), oracle, ["prefix"], (True,))
+    rows = {row.set: row for row in summarize(records)}
+    assert set(rows) == {"repo", "repo:go", "repo:javascript", "repo:python"}
+    assert rows["repo"].n == 12 == sum(rows[f"repo:{lang}"].n for lang in ("go", "javascript", "python"))
+    assert all(row.passed is row.pass_at_1 is None and row.exact_match == 1.0 for row in rows.values())
+    assert all(r.status is None for r in records)
+    table = format_table(list(rows.values())).splitlines()
+    assert table[0].split() == ["set", "mode", "post", "repo-ctx", "n", "pass@1", "exact", "edit-sim",
+                                "latency", "budget-cut"]
+    assert table[1].split()[:7] == ["repo", "prefix", "on", "off", "12", "-", "1.000"]
+
+
+def test_raw_not_prefix_counts_diverging_runs():
+    def record(task: str, flag: bool, raw: str) -> Record:
+        return Record("repo", task, "go", "prefix", flag, False, raw, raw, "eos", 1.0, False, 0.0, None, "")
+
+    records = [record("a", True, "x = 1"), record("a", False, "x = 1\ny = 2"),
+               record("b", True, "if x"), record("b", False, "return x")]
+    assert raw_not_prefix(records) == 1
+
+
+@pytest.mark.slow
+def test_eval_command_end_to_end_on_the_embedded_model(embedded_model, source_tree, tmp_path):
+    out = tmp_path / "report.json"
+    args = ["eval", "--set", "single-line", "--set", "multi-line", "--set", "repo", "--limit", "5",
+            "--model", str(embedded_model), "--repo-path", str(source_tree), "--max-tokens", "16",
+            "--repo-context", "both", "--json", str(out)]
+    result = CliRunner().invoke(cli_mod.cli, args)
+    assert result.exit_code == 0, result.output
+    assert "repository context is not available yet" in result.stderr
+    report = json.loads(out.read_text())
+    assert report["formats"] == ["prefix"]  # SmolLM2 has no FIM tokens
+    assert report["postprocess"] == ["on", "off"]
+    assert report["sets"] == {"single-line": {"tasks": 1033, "evaluated": 5},
+                              "multi-line": {"tasks": 3657, "evaluated": 5},
+                              "repo": {"evaluated": 5, "files": report["sets"]["repo"]["files"]}}
+    assert report["repo_context"] == {"requested": "both", "available": False, "measured": ["off"]}
+    assert report["raw_not_prefix"] == 0  # both runs start from the same cached prompt
+    records = report["records"]
+    assert len(records) == 15 * 2
+    for r in records:
+        assert (r["status"] is None) == (r["set"] == "repo")
+        assert 0.0 <= r["edit_similarity"] <= 1.0 and r["latency_ms"] > 0
+        assert not r["exact"] or r["edit_similarity"] == 1.0
+    summary = {(row["set"], row["postprocess"]): row for row in report["summary"]}
+    for name in ("single-line", "multi-line", "repo"):
+        for flag in (True, False):
+            row = summary[name, flag]
+            mine = [r for r in records if r["set"] == name and r["postprocess"] is flag]
+            assert row["n"] == len(mine) == 5 and sum(row["stop_reasons"].values()) == 5
+            assert row["exact"] == sum(r["exact"] for r in mine) and 0 <= row["exact_match"] <= 1
+            if name == "repo":
+                assert row["passed"] is None and row["pass_at_1"] is None
+            else:
+                assert 0 <= row["passed"] == sum(r["status"] == "passed" for r in mine) <= 5
+                assert row["pass_at_1"] == row["passed"] / 5
+    table = [line.split() for line in result.stdout.splitlines()]
+    assert table[0][:6] == ["set", "mode", "post", "repo-ctx", "n", "pass@1"]
+    names = ("single-line", "multi-line", "repo")
+    expected = [[name, "prefix", post] for name in names for post in ("on", "off")]
+    assert [line[:3] for line in table[1:7]] == expected
+    assert all(line[0].startswith("repo:") for line in table[7:]) and len(table) > 7
+
+
+@pytest.mark.slow
+def test_a_layout_the_model_lacks_is_a_one_line_error(embedded_model, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_mod.main(["eval", "--set", "single-line", "--limit", "1", "--format", "psm",
+                      "--model", str(embedded_model)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["codecomplete: error: this model has no fill-in-the-middle tokens: "
+                   "use --format prefix (or auto)"]
+
+
+def test_an_unwritable_json_path_fails_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_mod.main(["eval", "--json", str(tmp_path / "missing" / "report.json")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"codecomplete: error: cannot write {tmp_path / 'missing' / 'report.json'}: "
+        "its directory is missing or not writable"]
