@@ -49,6 +49,7 @@ FORMATS = ("psm", "spm", "prefix")
 SANDBOX_TIMEOUT_S = 3.0  # as in the HumanEval infilling harness
 DEFAULT_TIME_BUDGET_MS = 60_000  # far above a normal request: the machine's speed must not decide quality
 DEFAULT_REPO_LIMIT = 200  # maskings for the repository measure when --limit is not given
+INDEX_READY_S = 60.0  # how long the first repo-context task waits for its directory to be indexed
 DETAIL_CHARS = 300  # sandbox detail kept per record in the JSON
 # Real code for the repository measure besides the test data: modest, stable standard-library modules.
 STDLIB_FILES = ("textwrap.py", "fnmatch.py", "shlex.py", "heapq.py", "colorsys.py", "graphlib.py", "glob.py",
@@ -192,7 +193,7 @@ def canonical(text: str) -> str:
 
 
 def run(cases: Sequence[Case], source: Source, formats: Sequence[str], flags: Sequence[bool], *,
-        jobs: int = 1, progress: bool = False) -> list[Record]:
+        jobs: int = 1, progress: bool = False, repo_context: bool = False) -> list[Record]:
     """Ask ``source`` for every case × format, score the answers and run HumanEval programs in the sandbox.
 
     The model answers one request at a time here while up to ``jobs`` programs run alongside.
@@ -220,16 +221,16 @@ def run(cases: Sequence[Case], source: Source, formats: Sequence[str], flags: Se
                         if program not in runs:
                             runs[program] = pool.submit(run_program, program, timeout_s=SANDBOX_TIMEOUT_S)
                         future = runs[program]
-                    pending.append((case, fmt, flag, answer, future))
+                    pending.append((case, fmt, flag, answer, future, repo_context))
                 bar.update()
         return [_record(*item) for item in pending]
 
 
-def _record(case: Case, fmt: str, flag: bool, answer: Answer, future: Future | None) -> Record:
+def _record(case: Case, fmt: str, flag: bool, answer: Answer, future: Future | None, repo_context: bool) -> Record:
     outcome = future.result() if future is not None else None
     return Record(
         set=case.set, task_id=case.task.task_id, language=case.language, format=fmt, postprocess=flag,
-        repo_context=False, completion=answer.completion, raw=answer.raw, stop_reason=answer.stop_reason,
+        repo_context=repo_context, completion=answer.completion, raw=answer.raw, stop_reason=answer.stop_reason,
         latency_ms=answer.latency_ms, exact=exact_match(answer.completion, case.task.middle),
         edit_similarity=edit_similarity(canonical(answer.completion), canonical(case.task.middle)),
         status=outcome.status if outcome else None, detail=outcome.detail[-DETAIL_CHARS:] if outcome else "",
@@ -299,19 +300,43 @@ class PipelineSource:
     stands in for the cached one.
     """
 
-    def __init__(self, engine: Any, settings: Any) -> None:
+    def __init__(self, engine: Any, settings: Any, *, repo_context: bool = False) -> None:
         from .pipeline import Completer
 
         self.completer = Completer(engine, settings)
         self.settings = settings
+        self.repo_context = repo_context
+        self._indexes: dict[str, Any] = {}
+
+    def _index_for(self, case: Case) -> tuple[Any, str | None]:
+        """A workspace index over the masked file's directory, with the masked text as an open document
+        (so the disk copy cannot leak the answer); None outside the repo set or without repo context."""
+        if not self.repo_context or case.set != "repo":
+            return None, None
+        from .repoindex import RepoIndex
+
+        path = case.task.problem_id
+        root = str(Path(path).parent)
+        index = self._indexes.get(root)
+        if index is None:
+            index = self._indexes[root] = RepoIndex(root).start()
+            index.wait_ready(INDEX_READY_S)
+        index.update_document(path, case.text)
+        return index, path
+
+    def close(self) -> None:
+        for index in self._indexes.values():
+            index.stop()
 
     def __call__(self, case: Case, fmt: str, flags: Sequence[bool]) -> list[Answer]:
         prime = len(flags) > 1
         cold_prompt_ms = 0.0
         answers = []
+        index, path = self._index_for(case)
         for i, flag in enumerate((flags[0], *flags) if prime else flags):
             settings = self.settings.with_overrides({"format": fmt, "postprocess": flag, "reuse": i > 0})
-            result = self.completer.complete(case.text, case.offset, case.language, settings=settings)
+            result = self.completer.complete(case.text, case.offset, case.language, settings=settings,
+                                             index=index, path=path)
             timings = result.timings_ms
             if i == 0:
                 cold_prompt_ms = timings["prompt_eval"]
@@ -383,9 +408,6 @@ def command(sets, limit, seed, jobs, model, formats, postprocess, repo_context, 
             selected, total = humaneval_cases(name, limit, seed)
             sizes[name] = {"tasks": total, "evaluated": len(selected)}
         cases += selected
-    if repo_context != "off":
-        click.echo("codecomplete eval: repository context is not available yet (no workspace index); "
-                   "the repo set is measured without it", err=True)
 
     engine = load_engine(settings)
     family = detect_family(engine)
@@ -394,7 +416,15 @@ def command(sets, limit, seed, jobs, model, formats, postprocess, repo_context, 
     sets_text = "; ".join(f"{name} {_describe(size)}" for name, size in sizes.items())
     click.echo(f"eval: {engine.info.name} ({family}), formats {', '.join(formats)}, "
                f"post-processing {postprocess}; {sets_text}", err=True)
-    records = run(cases, PipelineSource(engine, settings), formats, flags, jobs=jobs, progress=True)
+    contexts = {"on": (True,), "off": (False,), "both": (False, True)}[repo_context]
+    records = []
+    for with_repo in contexts:  # repository context only changes the repo set
+        subset = [c for c in cases if c.set == "repo"] if with_repo and False in contexts else cases
+        source = PipelineSource(engine, settings, repo_context=with_repo)
+        try:
+            records += run(subset, source, formats, flags, jobs=jobs, progress=True, repo_context=with_repo)
+        finally:
+            source.close()
     rows = summarize(records)
     click.echo(format_table(rows))
     mismatched = raw_not_prefix(records)
@@ -405,7 +435,7 @@ def command(sets, limit, seed, jobs, model, formats, postprocess, repo_context, 
                          ("max_tokens", "max_tokens_single_line", "time_budget_ms", "token_budget", "n_ctx")},
             "seed": seed, "limit": limit, "sets": sizes, "formats": formats,
             "postprocess": ["on" if f else "off" for f in flags],
-            "repo_context": {"requested": repo_context, "available": False, "measured": ["off"]},
+            "repo_context": {"requested": repo_context, "measured": ["on" if c else "off" for c in contexts]},
             "raw_not_prefix": mismatched,
             "summary": [row.to_json() for row in rows],
             "records": [asdict(r) for r in records],

@@ -143,22 +143,23 @@ def test_eval_command_end_to_end_on_the_embedded_model(embedded_model, source_tr
             "--repo-context", "both", "--json", str(out)]
     result = CliRunner().invoke(cli_mod.cli, args)
     assert result.exit_code == 0, result.output
-    assert "repository context is not available yet" in result.stderr
     report = json.loads(out.read_text())
     assert report["formats"] == ["prefix"]  # SmolLM2 has no FIM tokens
     assert report["postprocess"] == ["on", "off"]
     assert report["sets"] == {"single-line": {"tasks": 1033, "evaluated": 5},
                               "multi-line": {"tasks": 3657, "evaluated": 5},
                               "repo": {"evaluated": 5, "files": report["sets"]["repo"]["files"]}}
-    assert report["repo_context"] == {"requested": "both", "available": False, "measured": ["off"]}
+    assert report["repo_context"] == {"requested": "both", "measured": ["off", "on"]}
     assert report["raw_not_prefix"] == 0  # both runs start from the same cached prompt
-    records = report["records"]
+    with_repo = [r for r in report["records"] if r["repo_context"]]
+    assert len(with_repo) == 5 * 2 and {r["set"] for r in with_repo} == {"repo"}  # only the repo set changes
+    records = [r for r in report["records"] if not r["repo_context"]]
     assert len(records) == 15 * 2
     for r in records:
         assert (r["status"] is None) == (r["set"] == "repo")
         assert 0.0 <= r["edit_similarity"] <= 1.0 and r["latency_ms"] > 0
         assert not r["exact"] or r["edit_similarity"] == 1.0
-    summary = {(row["set"], row["postprocess"]): row for row in report["summary"]}
+    summary = {(row["set"], row["postprocess"]): row for row in report["summary"] if not row["repo_context"]}
     for name in ("single-line", "multi-line", "repo"):
         for flag in (True, False):
             row = summary[name, flag]
@@ -175,7 +176,8 @@ def test_eval_command_end_to_end_on_the_embedded_model(embedded_model, source_tr
     names = ("single-line", "multi-line", "repo")
     expected = [[name, "prefix", post] for name in names for post in ("on", "off")]
     assert [line[:3] for line in table[1:7]] == expected
-    assert all(line[0].startswith("repo:") for line in table[7:]) and len(table) > 7
+    assert all(line[0].startswith("repo") for line in table[7:]) and len(table) > 7
+    assert ["repo", "prefix", "on", "on"] in [line[:4] for line in table[7:]]  # the repo set with repo context
 
 
 @pytest.mark.slow
