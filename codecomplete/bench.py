@@ -799,11 +799,16 @@ async def bench(replays: Sequence[Replay], options: dict[str, Any], *, realtime:
 @click.option("--time-budget-ms", type=click.IntRange(1), default=BENCH_TIME_BUDGET_MS, show_default=True,
               help="Both servers' budget per request; the default lets every answer finish, so both sides "
                    "give the same answers and only the cost differs.")
+@click.option("--editors", type=click.IntRange(1, 16), default=None,
+              help="Instead of the replay: memory of N editors sharing the daemon vs N self-contained servers.")
 @click.option("--daemon", is_flag=True,
               help="Serve through a (private) shared daemon, as editors do by default, not in the server.")
 def command(model, files, n_lines, rate, realtime, quick, json_path, plot_path, time_budget_ms,
-            daemon) -> None:
+            editors, daemon) -> None:
     """Replay typing through the language server (ours vs a no-reuse baseline) and measure."""
+    if editors is not None:
+        _memory(editors, model, json_path)
+        return
     if n_lines is None:
         n_lines = QUICK_LINES if quick else FULL_LINES
     if quick and not files:
@@ -837,3 +842,22 @@ def command(model, files, n_lines, rate, realtime, quick, json_path, plot_path, 
                 raise UserError(f"cannot write {json_path}: {exc}") from None
     if not to_stdout:
         click.echo(render_table(report))
+
+
+def _memory(editors: int, model: str | None, json_path: str | None) -> None:
+    """RSS/PSS of N thin LSPs + one daemon vs N self-contained servers, each with the model loaded."""
+    from .daemon import memory_benchmark
+
+    result = memory_benchmark(editors, model=model)
+    click.echo(f"{editors} editors, shared daemon: {result['shared_rss_mb']} MB RSS ({result['shared_pss_mb']} MB PSS)")
+    click.echo(f"{editors} editors, self-contained: {result['self_contained_rss_mb']} MB RSS "
+               f"({result['self_contained_pss_mb']} MB PSS)")
+    for kind in ("rss", "pss"):
+        shared, alone = result[f"shared_{kind}_mb"], result[f"self_contained_{kind}_mb"]
+        click.echo(f"self-contained/shared {kind.upper()}: {alone / shared:.2f}x")
+    if json_path:
+        text = json.dumps(result, indent=1)
+        if json_path == "-":
+            click.echo(text)
+        else:
+            Path(json_path).write_text(text + "\n", encoding="utf-8")

@@ -41,6 +41,8 @@ class Settings:
     n_ctx: int = 4096
     n_threads: int | None = None  # None → llama.cpp's choice
     n_gpu_layers: int | None = None  # None → all layers when llama.cpp has a GPU backend, else 0
+    main_gpu: int = 0  # the GPU for the whole model / small tensors when several are present
+    flash_attn: bool = False  # llama.cpp's flash attention (CUDA/Metal); off disables nothing on CPU
     postprocess: bool = True
     reuse: bool = True  # KV-cache reuse and cached answers; off = a fresh evaluation per request (baseline)
     kv_shift: bool = False  # also shift moved cached chunks into place (faster, approximate: may change output)
@@ -88,7 +90,7 @@ def split_known(options: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 _INT_KEYS = {"repo_context_budget", "max_tokens", "max_tokens_single_line", "token_budget", "time_budget_ms", "n_ctx",
              "n_threads",
-             "n_gpu_layers"}
+             "n_gpu_layers", "main_gpu"}
 
 
 def _check_type(key: str, value: Any) -> Any:
@@ -98,7 +100,7 @@ def _check_type(key: str, value: Any) -> Any:
         if value < 0 and key != "n_gpu_layers":
             raise UserError(f"setting {key} must not be negative, got {value}")
         return value
-    if key in ("postprocess", "enabled", "reuse", "kv_shift", "repo_context"):
+    if key in ("postprocess", "enabled", "reuse", "kv_shift", "repo_context", "flash_attn"):
         if not isinstance(value, bool):
             raise UserError(f"setting {key} must be true or false, got {value!r}")
         return value

@@ -50,7 +50,9 @@ _WINDOW_STEP = 4096
 _CANCEL_POLL_S = 0.01
 _CANCEL_GRACE_S = 5.0  # a cancelled request the daemon has not answered by then is given up
 # Settings that need another model load; a daemon's status lists its own (this is what clients assume before).
-MODEL_KEYS: tuple[str, ...] = ("model", "n_ctx", "n_threads", "n_gpu_layers", "backend", "remote_url", "fim")
+MODEL_KEYS: tuple[str, ...] = (
+    "model", "n_ctx", "n_threads", "n_gpu_layers", "main_gpu", "flash_attn", "backend", "remote_url", "fim",
+)
 _RESTART_BACKOFF_S = 10.0  # after a failed restart, requests get nothing at once for this long
 
 

@@ -121,6 +121,8 @@ class Engine:
         n_threads: int | None = None,
         n_gpu_layers: int | None = None,
         n_batch: int = 512,
+        main_gpu: int = 0,
+        flash_attn: bool = False,
     ) -> None:
         path = Path(path)
         if n_gpu_layers is None:
@@ -140,6 +142,8 @@ class Engine:
                     n_threads=threads,
                     n_threads_batch=threads,
                     n_gpu_layers=n_gpu_layers,
+                    main_gpu=main_gpu,
+                    flash_attn=flash_attn,
                     verbose=True,
                 )
         except (ValueError, RuntimeError, OSError) as exc:

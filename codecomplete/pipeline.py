@@ -62,7 +62,8 @@ def load_engine(settings: Settings) -> Engine | RemoteEngine:
         return RemoteEngine(settings.backend, settings.remote_url, model=settings.model, fim=settings.fim,
                             n_ctx=settings.n_ctx)
     path = resolve_model(settings.model)
-    return Engine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads, n_gpu_layers=settings.n_gpu_layers)
+    return Engine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads, n_gpu_layers=settings.n_gpu_layers,
+                  main_gpu=settings.main_gpu, flash_attn=settings.flash_attn)
 
 
 class Completer:

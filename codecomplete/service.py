@@ -19,7 +19,7 @@ from .errors import UserError
 from .pipeline import Completer, Completion, load_engine
 
 # Settings that need the model reloaded when they change.
-MODEL_KEYS = ("model", "n_ctx", "n_threads", "n_gpu_layers", "backend", "remote_url", "fim")
+MODEL_KEYS = ("model", "n_ctx", "n_threads", "n_gpu_layers", "main_gpu", "flash_attn", "backend", "remote_url", "fim")
 
 
 def _salt(s: Settings) -> str:

@@ -127,3 +127,62 @@ def test_prefix_only_for_models_without_fim(embedded_model: Path) -> None:
         assert prompt.text == "def add(a, b):\n"
     finally:
         eng.close()
+
+
+class _BpeStub:
+    """A byte-level BPE tokenizer stand-in (one id per character) with a family's FIM tokens: no StarCoder,
+    DeepSeek or Qwen GGUF ships here, and the layout is a pure function of the ids llama.cpp reports."""
+
+    def __init__(self, texts: dict[int, str], **fim: int) -> None:
+        from codecomplete.engine import ModelInfo
+
+        self.texts = texts
+        self.info = ModelInfo(
+            path="stub", name="stub", architecture="stub", description="", vocab_type="bpe", n_vocab=1000,
+            n_ctx_train=4096, n_ctx=4096, bos=None, eos=0, add_bos=False, eot=None, fim_pad=None, fim_rep=None,
+            stop_ids=frozenset({0}), n_gpu_layers=0, backend="CPU",
+            **{k: fim.get(k) for k in ("fim_pre", "fim_suf", "fim_mid", "fim_sep")},
+        )
+
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]:
+        return [100 + ord(c) % 800 for c in text]
+
+    def token_text(self, token: int) -> str:
+        return self.texts.get(token, "?")
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return "".join(chr(t - 100) for t in tokens)
+
+    def piece(self, token: int) -> bytes:
+        return self.token_text(token).encode()
+
+
+@pytest.mark.parametrize(
+    "family,pre,suf,mid",
+    [
+        ("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+        ("deepseek", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),
+        ("qwen", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+    ],
+)
+def test_other_families_psm_layout(family: str, pre: str, suf: str, mid: str) -> None:
+    tok = _BpeStub({1: pre, 2: suf, 3: mid}, fim_pre=1, fim_suf=2, fim_mid=3)
+    assert detect_family(tok) == family
+    prompt = build_prompt(tok, "a = ", "\nb", "psm")
+    assert prompt.token_ids == [1, *tok.tokenize("a = "), 2, *tok.tokenize("\nb"), 3]
+    assert prompt.text == f"{pre}a = {suf}\nb{mid}"
+
+
+def test_qwen_repo_level_tokens_come_before_the_fim_part() -> None:
+    tok = _BpeStub({1: "<|fim_prefix|>", 2: "<|fim_suffix|>", 3: "<|fim_middle|>", 4: "<|file_sep|>"},
+                   fim_pre=1, fim_suf=2, fim_mid=3, fim_sep=4)
+
+    class Seg:
+        def __init__(self, text: str, marker: str | None) -> None:
+            self.text, self.marker = text, marker
+
+    segments = [Seg("util.py\ndef f(): pass\n", "file_sep"), Seg("main.py\n", "file_sep")]
+    prompt = build_prompt(tok, "x", "", "psm", segments)
+    ids = prompt.token_ids
+    assert ids[0] == 4 and ids.index(1) > ids.index(4, 1)  # <|file_sep|> util.py ... <|file_sep|> main.py, then FIM
+    assert prompt.text.startswith("<|file_sep|>util.py\ndef f(): pass\n<|file_sep|>main.py\n<|fim_prefix|>x")
