@@ -800,7 +800,8 @@ async def bench(replays: Sequence[Replay], options: dict[str, Any], *, realtime:
               help="Both servers' budget per request; the default lets every answer finish, so both sides "
                    "give the same answers and only the cost differs.")
 @click.option("--editors", type=click.IntRange(1, 16), default=None,
-              help="Instead of the replay: memory of N editors sharing the daemon vs N self-contained servers.")
+              help="Instead of the replay: memory of N editors sharing the daemon vs N self-contained "
+                   "servers.")
 @click.option("--daemon", is_flag=True,
               help="Serve through a (private) shared daemon, as editors do by default, not in the server.")
 def command(model, files, n_lines, rate, realtime, quick, json_path, plot_path, time_budget_ms,
@@ -849,7 +850,8 @@ def _memory(editors: int, model: str | None, json_path: str | None) -> None:
     from .daemon import memory_benchmark
 
     result = memory_benchmark(editors, model=model)
-    click.echo(f"{editors} editors, shared daemon: {result['shared_rss_mb']} MB RSS ({result['shared_pss_mb']} MB PSS)")
+    click.echo(f"{editors} editors, shared daemon: {result['shared_rss_mb']} MB RSS "
+               f"({result['shared_pss_mb']} MB PSS)")
     click.echo(f"{editors} editors, self-contained: {result['self_contained_rss_mb']} MB RSS "
                f"({result['self_contained_pss_mb']} MB PSS)")
     for kind in ("rss", "pss"):
@@ -860,4 +862,7 @@ def _memory(editors: int, model: str | None, json_path: str | None) -> None:
         if json_path == "-":
             click.echo(text)
         else:
-            Path(json_path).write_text(text + "\n", encoding="utf-8")
+            try:
+                Path(json_path).write_text(text + "\n", encoding="utf-8")
+            except OSError as exc:
+                raise UserError(f"cannot write {json_path}: {exc.strerror}") from None
