@@ -833,14 +833,7 @@ def command(model, files, n_lines, rate, realtime, quick, json_path, plot_path, 
     if plot_path:
         plot_cdf(report, Path(plot_path))
     if json_path:
-        text = json.dumps(report, indent=2, ensure_ascii=False)
-        if to_stdout:
-            click.echo(text)
-        else:
-            try:
-                Path(json_path).write_text(text + "\n", encoding="utf-8")
-            except OSError as exc:
-                raise UserError(f"cannot write {json_path}: {exc}") from None
+        _write_json(report, json_path)
     if not to_stdout:
         click.echo(render_table(report))
 
@@ -855,14 +848,18 @@ def _memory(editors: int, model: str | None, json_path: str | None) -> None:
     click.echo(f"{editors} editors, self-contained: {result['self_contained_rss_mb']} MB RSS "
                f"({result['self_contained_pss_mb']} MB PSS)")
     for kind in ("rss", "pss"):
-        shared, alone = result[f"shared_{kind}_mb"], result[f"self_contained_{kind}_mb"]
-        click.echo(f"self-contained/shared {kind.upper()}: {alone / shared:.2f}x")
+        click.echo(f"self-contained/shared {kind.upper()}: {result[f'ratio_{kind}']:.2f}x")
     if json_path:
-        text = json.dumps(result, indent=1)
-        if json_path == "-":
-            click.echo(text)
-        else:
-            try:
-                Path(json_path).write_text(text + "\n", encoding="utf-8")
-            except OSError as exc:
-                raise UserError(f"cannot write {json_path}: {exc.strerror}") from None
+        _write_json(result, json_path)
+
+
+def _write_json(report: dict[str, Any], json_path: str) -> None:
+    """The report as JSON on stdout (``-``) or in a file; an unwritable path is a one-line error."""
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    if json_path == "-":
+        click.echo(text)
+        return
+    try:
+        Path(json_path).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {json_path}: {exc}") from None
