@@ -106,6 +106,8 @@ def build_context(
     budget: int = 3000,
     prefix_share: float = 0.75,
     tree: tree_sitter.Tree | None = None,
+    keep: tuple[int | None, int | None] = (None, None),
+    stretch: int = 0,
 ) -> Context:
     """Cut prefix/suffix windows of at most `budget` tokens around character `offset` of `text`.
 
@@ -114,6 +116,12 @@ def build_context(
     types. `tree` is the document's current parse when the caller keeps one (the LSP re-parses
     incrementally); otherwise the text is parsed here when the language has a grammar. `language` may
     be an alias or an LSP languageId; an unknown language keeps its name and gets line-based windows.
+
+    `keep` is the previous request's (prefix start, suffix end) mapped into this text, for a caller that
+    keeps a KV cache: an edge that still fits stays exactly where it was, and one the budget forces to
+    move jumps as far as _MAX_WASTE allows, so the prompt's early tokens change rarely, not every line.
+    A kept edge may take up to `stretch` tokens beyond the budget (cached tokens cost no evaluation) before
+    it has to move.
     """
     if not 0 <= offset <= len(text):
         raise UserError(f"cursor offset {offset} is outside the document (0..{len(text)})")
@@ -168,12 +176,42 @@ def build_context(
         return text[below.edges[r - row - 1] : below.edges[r - row]]
 
     containers = _CONTAINERS.get(name or "", frozenset())
+    keep_start, keep_end = keep
     start, end = 0, len(text)
     if not above.at_edge:
-        start = above.edges[row - _snap_start(root, containers, line_at, above, row, prefix_avail)]
+        extra = _extra_cost(text, keep_start, 0, line_start, above.edges[-1], stretch, count_tokens)
+        if extra is not None:
+            start, stretch = keep_start, stretch - extra
+        else:
+            far = keep_start is not None
+            start = above.edges[row - _snap_start(root, containers, line_at, above, row, prefix_avail, far)]
     if not below.at_edge:
-        end = below.edges[_snap_end(root, containers, line_at, below, row, suffix_avail) - row]
+        extra = _extra_cost(text, keep_end, line_end, len(text), below.edges[-1], stretch, count_tokens)
+        if extra is not None:
+            end = keep_end
+        else:
+            far = keep_end is not None
+            end = below.edges[_snap_end(root, containers, line_at, below, row, suffix_avail, far) - row]
     return Context(text[start:offset], text[offset:end], name, situation, start, end)
+
+
+def _extra_cost(
+    text: str, edge: int | None, lo: int, hi: int, fitted: int, stretch: int, count_tokens: Callable[[str], int]
+) -> int | None:
+    """Tokens a kept window `edge` takes beyond the budget's own edge `fitted` (the lines between them when
+    `edge` lies outside it): None when `edge` is no line boundary between `lo` and `hi` or costs more than
+    `stretch`. `lo` is 0 for a prefix start, `hi` the document's end for a suffix end."""
+    if edge is None or not lo <= edge <= hi or not (edge in (0, len(text)) or text[edge - 1] == "\n"):
+        return None
+    extra, pos, stop = 0, *((edge, fitted) if lo == 0 else (fitted, edge))
+    while pos < stop:  # line by line, as the budget was counted
+        newline = text.find("\n", pos, stop)
+        nxt = stop if newline < 0 else newline + 1
+        extra += count_tokens(text[pos:nxt])
+        if extra > stretch:
+            return None
+        pos = nxt
+    return extra
 
 
 class _Side:
@@ -239,13 +277,14 @@ def _snap_start(
     above: _Side,
     row: int,
     avail: int,
+    far: bool = False,
 ) -> int:
     """The row the prefix starts on: the first clean boundary at or after the budget's limit.
 
     Coarse boundaries (top-level definitions) are preferred as long as reaching them gives up at most
     _MAX_WASTE of the budget, because they stay put while lines are typed below them. Without a syntax
     boundary, line numbers play the same game (multiples of _SNAP_LINES are coarsest), never inside a
-    multi-line string or comment.
+    multi-line string or comment. `far` picks the last of the coarsest boundaries instead (see _choose).
     """
     first_row = row - above.taken
 
@@ -263,9 +302,9 @@ def _snap_start(
         return None if root is not None and _inside_token(root, r) else _line_level(r)
 
     rows = range(first_row, row + 1)
-    chosen = _choose(rows, waste, depth, avail)
+    chosen = _choose(rows, waste, depth, avail, far)
     if chosen is None:
-        chosen = _choose(rows, waste, line_depth, avail)
+        chosen = _choose(rows, waste, line_depth, avail, far)
     return first_row if chosen is None else chosen
 
 
@@ -276,6 +315,7 @@ def _snap_end(
     below: _Side,
     row: int,
     avail: int,
+    far: bool = False,
 ) -> int:
     """The row the suffix ends on (inclusive): the last clean boundary within the budget, as above."""
     last_row = row + below.taken
@@ -294,31 +334,47 @@ def _snap_end(
         return None if root is not None and _inside_token(root, r + 1) else _line_level(r + 1)
 
     rows = range(last_row, row - 1, -1)
-    chosen = _choose(rows, waste, depth, avail)
+    chosen = _choose(rows, waste, depth, avail, far)
     if chosen is None:
-        chosen = _choose(rows, waste, line_depth, avail)
+        chosen = _choose(rows, waste, line_depth, avail, far)
     return last_row if chosen is None else chosen
 
 
 def _choose(
-    rows: Iterable[int], waste: Callable[[int], int], depth: Callable[[int], int | None], avail: int
+    rows: Iterable[int],
+    waste: Callable[[int], int],
+    depth: Callable[[int], int | None],
+    avail: int,
+    far: bool = False,
 ) -> int | None:
     """Pick a boundary row, scanning `rows` from the budget's limit toward the cursor.
 
     The coarsest boundary (fewest enclosing containers) that wastes at most _MAX_WASTE of `avail` wins;
-    failing that the nearest boundary within _MAX_WASTE_FINE; None when there is none.
+    failing that the nearest boundary within _MAX_WASTE_FINE; None when there is none. With `far` (an
+    edge the budget forces to move, which then stays put while it fits) the distance moved decides how
+    long it stays: the coarsest boundary within _MAX_WASTE that lies at least half as far as the
+    farthest one there, the farthest of those.
     """
     found: list[int] = []  # rows each shallower than all found before them: the only useful choices
     shallowest: int | None = None
+    candidates: list[tuple[int, int, int]] = []  # with `far`: (row, waste, depth) within _MAX_WASTE
     for r in rows:
-        if waste(r) > avail * _MAX_WASTE_FINE:
+        w = waste(r)
+        if w > avail * _MAX_WASTE_FINE:
             break
         d = depth(r)
-        if d is not None and (shallowest is None or d < shallowest):
+        if d is None:
+            continue
+        if far and w <= avail * _MAX_WASTE:
+            candidates.append((r, w, d))
+        if shallowest is None or d < shallowest:
             found.append(r)
             shallowest = d
-            if d == 1:
+            if d == 1 and not far:
                 break
+    if candidates:
+        reach = max(w for _, w, _ in candidates) / 2
+        return min((c for c in candidates if c[1] >= reach), key=lambda c: (c[2], -c[1]))[0]
     for r in reversed(found):
         if waste(r) <= avail * _MAX_WASTE:
             return r

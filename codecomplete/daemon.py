@@ -483,6 +483,17 @@ def _field(body: dict[str, Any], key: str, kind: type, default: Any = _REQUIRED)
     return value
 
 
+def _span(body: dict[str, Any], text: str) -> tuple[int, int] | None:
+    """``span`` [where the text starts in its document, the document's length], for a window of a document."""
+    span = _field(body, "span", list, None)
+    if span is None:
+        return None
+    if (len(span) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in span)
+            or not 0 <= span[0] <= span[0] + len(text) <= span[1]):
+        raise UserError(f"field 'span' must be [start, length] placing the text in its document, got {span!r}"[:200])
+    return span[0], span[1]
+
+
 def _offset_of(body: dict[str, Any], text: str) -> int:
     """The cursor: ``offset`` (characters), or ``position`` {line, character} counted in characters."""
     if body.get("offset") is not None:
@@ -526,10 +537,12 @@ def create_app(daemon: Daemon, token: str | None = None) -> Starlette:
         key = f"{client}\0{doc}"
         repo = _snippets(body)
         path = _field(body, "path", str, None)
+        span = _span(body, text)
 
         def work(cancel: threading.Event) -> Any:
             return service.complete(
-                text, offset, language, doc=key, settings=settings, cancel=cancel, snippets=repo, path=path
+                text, offset, language, doc=key, settings=settings, cancel=cancel, snippets=repo, path=path,
+                span=span,
             )
 
         job = daemon.scheduler.new_job(client, work, doc=key if doc else None, job_id=_field(body, "id", str, None))

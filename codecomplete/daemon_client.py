@@ -473,7 +473,7 @@ class DaemonService:
         start, end = document_window(text, offset, s.token_budget)
         payload = {
             "doc": doc, "text": text[start:end], "offset": offset - start, "language": language,
-            "settings": request_settings(s, self._known),
+            "settings": request_settings(s, self._known), "span": [start, len(text)],
         }
         if index is not None and s.repo_context and s.repo_context_budget > 0:
             window = (text.count("\n", 0, start), text.count("\n", 0, end) + 1)

@@ -5,6 +5,7 @@ Both the CLI and the language server call ``Completer.complete``; neither owns c
 
 from __future__ import annotations
 
+import collections
 import functools
 import threading
 import time
@@ -28,6 +29,41 @@ _CONTEXT_MARGIN = 8
 # Tokens the repository snippets' rendering may add beyond what the index counted (the current file's header).
 _REPO_HEADER_SLACK = 16
 _CUT_SHORT = ("time_budget", "cancelled")  # max_tokens is the caller's explicit choice
+_EDGE_ANCHOR = 48  # at most this much of the line inside a remembered window edge must be unchanged to keep it
+_REMEMBERED_DOCUMENTS = 64
+
+
+class WindowMemory:
+    """Where each document's last prompt window started and ended, to keep those edges still (KV reuse).
+
+    An edge is stored with the text beside it and found again at the same offset from its own end of the
+    document: typing below a prefix start or above a suffix end leaves that edge where it was. ``base``
+    and ``total`` place a window of a document (what the daemon gets) in the whole one.
+    """
+
+    def __init__(self) -> None:
+        self._edges: collections.OrderedDict[str, tuple[int, str, int, str]] = collections.OrderedDict()
+
+    def recall(self, doc: str, text: str, base: int = 0, total: int | None = None) -> tuple[int | None, int | None]:
+        """The previous (prefix start, suffix end) of ``doc`` in ``text``, each None when it is gone."""
+        if doc not in self._edges:
+            return None, None
+        self._edges.move_to_end(doc)
+        start_abs, before, from_end, after = self._edges[doc]
+        start = start_abs - base
+        end = (base + len(text) if total is None else total) - from_end - base
+        keep_start = start if 0 <= start <= len(text) and text.startswith(before, start) else None
+        keep_end = end if 0 <= end <= len(text) and text.endswith(after, 0, end) else None
+        return keep_start, keep_end
+
+    def remember(self, doc: str, text: str, start: int, end: int, base: int = 0, total: int | None = None) -> None:
+        total = base + len(text) if total is None else total
+        after_start = text.find("\n", start, start + _EDGE_ANCHOR) + 1 or start + _EDGE_ANCHOR
+        before_end = max(text.rfind("\n", max(0, end - _EDGE_ANCHOR), max(0, end - 1)) + 1, end - _EDGE_ANCHOR, 0)
+        self._edges[doc] = (base + start, text[start:after_start], total - base - end, text[before_end:end])
+        self._edges.move_to_end(doc)
+        while len(self._edges) > _REMEMBERED_DOCUMENTS:
+            self._edges.popitem(last=False)
 
 
 @dataclass
@@ -113,6 +149,7 @@ class Completer:
         self.family = detect_family(engine)
         # Windows are budgeted line by line, and between keystrokes almost every line is unchanged.
         self.count_tokens = functools.lru_cache(maxsize=65536)(engine.count_tokens)
+        self.windows = WindowMemory()
 
     def complete(
         self,
@@ -126,24 +163,35 @@ class Completer:
         path: str | None = None,
         index: RepoIndex | None = None,
         snippets: Sequence[Snippet] | None = None,
+        doc: str | None = None,
+        span: tuple[int, int] | None = None,
     ) -> Completion:
         """``index`` (with the document's ``path``) adds ranked snippets from the rest of the workspace;
-        ``snippets`` are such snippets chosen elsewhere (by an editor's thin LSP process for the daemon)."""
+        ``snippets`` are such snippets chosen elsewhere (by an editor's thin LSP process for the daemon).
+        ``doc`` names the document across requests: with reuse on, its window edges stay where they were;
+        ``span`` is (where ``text`` starts in that document, the document's length) when ``text`` is a window."""
         s = settings or self.settings
         engine = self.engine
         t0 = time.perf_counter()
         prefix_only = s.format == "prefix" or (s.format == "auto" and self.family == "none")
         room = engine.info.n_ctx - max(s.max_tokens, s.max_tokens_single_line) - _CONTEXT_MARGIN
         use_repo = (index is not None or bool(snippets)) and s.repo_context and s.repo_context_budget > 0
+        sticky = doc is not None and s.reuse
+        room_here = room - (s.repo_context_budget if use_repo else 0)  # what the current file may take
+        budget = max(16, min(s.token_budget, room_here))
         ctx = context_mod.build_context(
             text,
             offset,
             language,
             self.count_tokens,
-            budget=max(16, min(s.token_budget, room - (s.repo_context_budget if use_repo else 0))),
+            budget=budget,
             prefix_share=0.9 if prefix_only else 0.75,
             tree=tree,
+            keep=self.windows.recall(doc, text, *(span or (0, None))) if sticky else (None, None),
+            stretch=max(0, room_here - budget) if sticky else 0,
         )
+        if sticky:
+            self.windows.remember(doc, text, ctx.prefix_start, ctx.suffix_end, *(span or (0, None)))
         t1 = time.perf_counter()
         fmt = choose_format(self.family, s.format, ctx.prefix)
         prompt = build_prompt(engine, ctx.prefix, ctx.suffix, fmt)

@@ -119,7 +119,7 @@ class CompletionService:
         if cached is not None:
             return cached
         start = time.perf_counter()
-        result = self.completer.complete(text, offset, language, settings=s, **kwargs)
+        result = self.completer.complete(text, offset, language, settings=s, doc=doc, **kwargs)
         if result.stop_reason not in ("cancelled", "time_budget") and s.reuse:  # cut short: not the answer
             self.cache.store(doc, text, offset, result.completion, _salt(s))
         self._record(result, start)

@@ -499,6 +499,60 @@ def test_prefix_start_moves_only_when_the_budget_forces_it(language: str | None)
     assert moves <= line_moves // 3
 
 
+def _type_with_memory(language: str, budget: int, stretch: int, typed: str) -> tuple[list[int], list[int], list[str]]:
+    """Type `typed` below the middle of a file, feeding each window's edges back as `keep` (as the
+    Completer's WindowMemory does): the prefix starts, the suffix distances from the end, the texts."""
+    text = source_file(language, 600)
+    anchor = "    this.value += step;\n" if language == "javascript" else "        self.balance += amount\n"
+    cursor = text.index(anchor, len(text) // 2) + len(anchor)
+    keep: tuple[int | None, int | None] = (None, None)
+    starts, ends, texts = [], [], []
+    for i in range(len(typed) + 1):
+        current = text[:cursor] + typed[:i] + text[cursor:]
+        offset = cursor + i
+        context = build_context(current, offset, language, count_tokens, budget=budget, keep=keep,
+                                stretch=stretch)
+        assert context.prefix == current[context.prefix_start : offset]
+        assert context.suffix == current[offset : context.suffix_end]
+        assert context.prefix_start == 0 or current[context.prefix_start - 1] == "\n"
+        assert count_tokens(context.prefix) + count_tokens(context.suffix) <= budget + stretch
+        starts.append(context.prefix_start)
+        ends.append(len(current) - context.suffix_end)
+        texts.append(current)
+        keep = (context.prefix_start, context.suffix_end + 1 if i < len(typed) else None)
+    return starts, ends, texts
+
+
+@pytest.mark.parametrize("language", ["javascript", "python"])
+def test_kept_edges_hold_while_they_fit_and_jump_far_when_forced(language: str) -> None:
+    """With the previous window's edges fed back, the start stays put until the budget plus the stretch
+    is used up, then moves once by a big step (not a statement per line): the KV cache keeps its tokens."""
+    line = ("    this.history.push({ value: this.value, step, at: Date.now() });\n" if language == "javascript"
+            else "        self.ledger.append(compute_fee(amount, rate=0.25))\n")
+    typed = line * 12
+    starts, ends, texts = _type_with_memory(language, 600, 0, typed)
+    moves = [i for i in range(1, len(starts)) if starts[i] != starts[i - 1]]
+    step = 600 * 0.75 / 6  # half of _MAX_WASTE of the prefix's share
+    assert 1 <= len(moves) <= count_tokens(typed) / step + 1, moves
+    for i in moves:  # each move drops many lines at once, and only forward
+        assert starts[i] > starts[i - 1]
+        assert count_tokens(texts[i][starts[i - 1] : starts[i]]) >= step
+    assert len(set(ends)) == 1, "the suffix end moved although the text after the cursor never changed"
+
+    stretched, _, _ = _type_with_memory(language, 600, 400, typed)
+    assert len(set(stretched)) == 1, "the stretch should have absorbed the typed lines"
+
+
+def test_kept_edge_is_dropped_when_not_a_line_start_or_out_of_range() -> None:
+    text = source_file("python", 200)
+    offset = text.index("self.balance += amount", len(text) // 2)
+    fresh = build_context(text, offset, "python", count_tokens, budget=500)
+    for bad in (fresh.prefix_start + 3, offset + 10, -5, len(text) + 3):
+        kept = build_context(text, offset, "python", count_tokens, budget=500, keep=(bad, None), stretch=1000)
+        assert kept.prefix_start != bad
+        assert kept.prefix_start == 0 or text[kept.prefix_start - 1] == "\n"
+
+
 def test_whole_file_fits() -> None:
     text = "def f(x):\n    return x + 1\n\n\nprint(f(2))\n"
     offset = text.index("x + 1")

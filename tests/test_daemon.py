@@ -319,6 +319,9 @@ def test_infill_rejects_bad_bodies_with_one_line_errors(daemon: DaemonClient) ->
         daemon.complete({"text": "x = 1\n", "offset": 99})
     with pytest.raises(UserError, match="unknown setting 'bogus'"):
         daemon.complete({"text": "x = 1\n", "offset": 0, "settings": {"bogus": 1}})
+    for span in ([0, 3], [-1, 10], [0], "0,6"):
+        with pytest.raises(UserError, match="field 'span' must be"):
+            daemon.complete({"text": "x = 1\n", "offset": 0, "span": span})
     with pytest.raises(UserError, match="no such|not found|unknown"):
         daemon.request("POST", "/model", {"model": "/nope/missing.gguf"})
 

@@ -1,0 +1,76 @@
+"""The Completer's window memory: typing past the token budget keeps the prompt's start, so the KV cache reuses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from codecomplete.config import Settings
+from codecomplete.engine import Engine
+from codecomplete.pipeline import Completer, WindowMemory
+
+SOURCE = "".join(
+    f"def step_{i}(value, scale=2):\n    \"\"\"Step {i} of the pipeline.\"\"\"\n    return value * scale + {i}\n\n\n"
+    for i in range(60)
+)
+TYPED = "".join(f"    total_{i} = step_{i}(total_{i - 1}, scale={i})\n" for i in range(1, 13))
+
+
+def test_memory_finds_edges_again_after_typing_between_them() -> None:
+    memory = WindowMemory()
+    text = "a = 1\nb = 2\nc = 3\nd = 4\ne = 5\n"
+    start, end = text.index("b"), text.index("e")
+    memory.remember("doc", text, start, end)
+    typed = text[: text.index("c")] + "x = 0\n" + text[text.index("c") :]
+    assert memory.recall("doc", typed) == (start, end + len("x = 0\n"))
+    assert memory.recall("other", typed) == (None, None)
+    edited_above = "# new\n" + text  # the start's offset now points elsewhere; the end's distance holds
+    assert memory.recall("doc", edited_above) == (None, end + len("# new\n"))
+
+
+def test_memory_places_a_window_in_its_document() -> None:
+    """The daemon gets a window of the document (``span``): edges are remembered in document coordinates."""
+    memory = WindowMemory()
+    document = "".join(f"line {i}\n" for i in range(100))
+    base = document.index("line 10\n")
+    window = document[base : document.index("line 90\n")]
+    start, end = window.index("line 20\n"), window.index("line 80\n")
+    memory.remember("doc", window, start, end, base, len(document))
+    moved_base = document.index("line 12\n")  # the next window starts lower
+    moved = document[moved_base : document.index("line 92\n")]
+    assert memory.recall("doc", moved, moved_base, len(document)) == (
+        moved.index("line 20\n"), moved.index("line 80\n"))
+
+
+@pytest.fixture(scope="module")
+def completer(embedded_model: Path) -> Completer:
+    engine = Engine(embedded_model, n_ctx=2048)
+    yield Completer(engine, Settings(token_budget=400, max_tokens=4, max_tokens_single_line=4))
+    engine.close()
+
+
+def _type_lines(completer: Completer, doc: str | None) -> tuple[int, int, set[int]]:
+    """Type TYPED line by line in the middle of SOURCE, asking after each line: (reused, prompt, first tokens)."""
+    cursor = SOURCE.index("def step_40")
+    reused = prompt = 0
+    firsts = set()
+    for n in range(1, TYPED.count("\n") + 1):
+        typed = "".join(TYPED.splitlines(keepends=True)[:n])
+        text = SOURCE[:cursor] + typed + SOURCE[cursor:]
+        result = completer.complete(text, cursor + len(typed), "python", doc=doc)
+        reused += result.tokens["reused"]
+        prompt += result.tokens["prompt"]
+        firsts.add(tuple(result.prompt_token_ids[:8]))
+    return reused, prompt, firsts
+
+
+def test_typing_past_the_budget_keeps_the_prompt_start(completer: Completer) -> None:
+    """12 lines (~200 tokens) typed into a 400-token budget: without memory the start creeps down with
+    every line; with it the start holds (the stretch up to n_ctx absorbs them) and nearly all is reused."""
+    reused_free, prompt_free, firsts_free = _type_lines(completer, None)
+    reused, prompt, firsts = _type_lines(completer, "file:///typed.py")
+    assert len(firsts_free) > 3, "the budget never forced a move: the test proves nothing"
+    assert len(firsts) == 1
+    assert reused / prompt > 0.85 > reused_free / prompt_free
+
