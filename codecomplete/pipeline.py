@@ -19,6 +19,7 @@ from .config import Settings
 from .engine import Engine
 from .models import resolve_model
 from .prompt import build_prompt, choose_format, detect_family, with_token_healing
+from .tokencache import IncrementalTokenizer
 
 if TYPE_CHECKING:
     from .remote import RemoteEngine
@@ -150,6 +151,7 @@ class Completer:
         # Windows are budgeted line by line, and between keystrokes almost every line is unchanged.
         self.count_tokens = functools.lru_cache(maxsize=65536)(engine.count_tokens)
         self.windows = WindowMemory()
+        self.tok = IncrementalTokenizer(engine) if isinstance(engine, Engine) else engine
 
     def complete(
         self,
@@ -194,12 +196,12 @@ class Completer:
             self.windows.remember(doc, text, ctx.prefix_start, ctx.suffix_end, *(span or (0, None)))
         t1 = time.perf_counter()
         fmt = choose_format(self.family, s.format, ctx.prefix)
-        prompt = build_prompt(engine, ctx.prefix, ctx.suffix, fmt)
+        prompt = build_prompt(self.tok, ctx.prefix, ctx.suffix, fmt)
         if use_repo:
             segments = self._repo_segments(index, snippets, text, path, ctx, s, room - len(prompt.token_ids))
             if segments:
-                prompt = build_prompt(engine, ctx.prefix, ctx.suffix, fmt, segments)
-        prompt = with_token_healing(engine, prompt)
+                prompt = build_prompt(self.tok, ctx.prefix, ctx.suffix, fmt, segments)
+        prompt = with_token_healing(self.tok, prompt)
         t2 = time.perf_counter()
         multiline = ctx.situation.multiline
         stop = (lambda so_far: postprocess_mod.stop_reason(so_far, ctx)) if s.postprocess else None
