@@ -13,6 +13,12 @@ Post-processing on vs off: both are real pipeline runs, since post-processing al
 runs reuse it from the KV cache, so they start from identical logits (see ``PipelineSource``);
 ``raw_not_prefix`` in the JSON counts tasks where the "on" run's raw text is nevertheless not a prefix of the
 "off" run's, which greedy decoding should make 0.
+
+``--ablate`` measures each post-processing rule instead: one run per task with post-processing off (the
+model's text up to max_tokens), then post-processing applied to that text with every rule, with none, and with
+every rule but one, each variant scored and executed. One generation stands for all of them because cutting
+where ``stop_reason`` fires and post-processing gives what post-processing the whole output gives (see
+``postprocess``); the "all rules" figures therefore equal a ``--postprocess on`` run's.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ import sysconfig
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
+from . import postprocess as postprocess_mod
 from .errors import UserError
 from .evaltasks import (
     KINDS,
@@ -42,7 +50,11 @@ from .evaltasks import (
 )
 from .evaltasks import select as select_tasks
 from .languages import language_for_path
+from .postprocess import RULES
 from .sandbox import run_program
+
+if TYPE_CHECKING:
+    from .context import Context
 
 SETS = ("single-line", "multi-line", "repo")
 FORMATS = ("psm", "spm", "prefix")
@@ -55,6 +67,10 @@ DETAIL_CHARS = 300  # sandbox detail kept per record in the JSON
 STDLIB_FILES = ("textwrap.py", "fnmatch.py", "shlex.py", "heapq.py", "colorsys.py", "graphlib.py", "glob.py",
                 "string.py", "queue.py", "sched.py")
 _TEST_DATA = Path(__file__).resolve().parent.parent / "tests" / "data"  # present in a source checkout
+ALL, OFF = "all", "off"
+# What --ablate scores from each raw answer: (variant, rules disabled); a rule's name means all rules but it.
+VARIANTS: tuple[tuple[str, frozenset[str]], ...] = (
+    (ALL, frozenset()), (OFF, frozenset(RULES)), *((rule, frozenset({rule})) for rule in RULES))
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,8 @@ class Answer:
 
 # Produces one answer per post-processing flag, in the order given, for a case in a prompt format.
 Source = Callable[[Case, str, Sequence[bool]], Sequence[Answer]]
+# Produces the answer with post-processing off, and the context post-processing needs to judge it (--ablate).
+RawSource = Callable[[Case, str], "tuple[Answer, Context]"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +124,7 @@ class Record:
     edit_similarity: float
     status: str | None  # sandbox verdict (passed, failed, error, timeout); None for the repository measure
     detail: str  # why the sandbox run failed, shortened
+    ablation: str | None = None  # with --ablate: "all", "off", or the one rule left out (see VARIANTS)
 
     @property
     def passed(self) -> bool:
@@ -194,7 +213,35 @@ def canonical(text: str) -> str:
 
 def run(cases: Sequence[Case], source: Source, formats: Sequence[str], flags: Sequence[bool], *,
         jobs: int = 1, progress: bool = False, repo_context: bool = False) -> list[Record]:
-    """Ask ``source`` for every case × format, score the answers and run HumanEval programs in the sandbox.
+    """Ask ``source`` for every case × format, score the answers and run HumanEval programs in the sandbox."""
+
+    def answers(case: Case, fmt: str) -> list[tuple[bool, str | None, Answer]]:
+        given = source(case, fmt, flags)
+        if len(given) != len(flags):
+            raise ValueError(f"completion source gave {len(given)} answers for {len(flags)} flags")
+        return [(flag, None, answer) for flag, answer in zip(flags, given)]
+
+    return _score(cases, answers, formats, jobs=jobs, progress=progress, repo_context=repo_context)
+
+
+def run_ablation(cases: Sequence[Case], source: RawSource, formats: Sequence[str], *, jobs: int = 1,
+           progress: bool = False, repo_context: bool = False) -> list[Record]:
+    """Like ``run``, but one raw answer per case × format, post-processed once per entry of ``VARIANTS``."""
+
+    def answers(case: Case, fmt: str) -> list[tuple[bool, str | None, Answer]]:
+        raw, ctx = source(case, fmt)
+        variants = []
+        for name, disabled in VARIANTS:
+            text, cut = postprocess_mod.postprocess(raw.completion, ctx, disabled)
+            variants.append((name != OFF, name, replace(raw, completion=text, stop_reason=cut or raw.stop_reason)))
+        return variants
+
+    return _score(cases, answers, formats, jobs=jobs, progress=progress, repo_context=repo_context)
+
+
+def _score(cases: Sequence[Case], answers: Callable[[Case, str], list[tuple[bool, str | None, Answer]]],
+           formats: Sequence[str], *, jobs: int, progress: bool, repo_context: bool) -> list[Record]:
+    """Records for ``answers(case, format)`` → (post-processing flag, ablation variant, answer).
 
     The model answers one request at a time here while up to ``jobs`` programs run alongside.
     """
@@ -202,7 +249,7 @@ def run(cases: Sequence[Case], source: Source, formats: Sequence[str], flags: Se
 
     if jobs < 1:
         raise UserError(f"jobs must be at least 1, got {jobs}")
-    pending: list[tuple[Case, str, bool, Answer, Future | None]] = []
+    pending: list[tuple[Case, str, bool, str | None, Answer, Future | None, bool]] = []
     with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(
         total=len(cases) * len(formats), desc="eval", unit="task", file=sys.stderr, disable=not progress,
         dynamic_ncols=True,
@@ -211,22 +258,20 @@ def run(cases: Sequence[Case], source: Source, formats: Sequence[str], flags: Se
             bar.set_postfix_str(case.set, refresh=False)
             runs: dict[str, Future] = {}  # the same program from two answers runs once
             for fmt in formats:
-                answers = source(case, fmt, flags)
-                if len(answers) != len(flags):
-                    raise ValueError(f"completion source gave {len(answers)} answers for {len(flags)} flags")
-                for flag, answer in zip(flags, answers):
+                for flag, variant, answer in answers(case, fmt):
                     future = None
                     if case.task.test:
                         program = case.program(answer.completion)
                         if program not in runs:
                             runs[program] = pool.submit(run_program, program, timeout_s=SANDBOX_TIMEOUT_S)
                         future = runs[program]
-                    pending.append((case, fmt, flag, answer, future, repo_context))
+                    pending.append((case, fmt, flag, variant, answer, future, repo_context))
                 bar.update()
         return [_record(*item) for item in pending]
 
 
-def _record(case: Case, fmt: str, flag: bool, answer: Answer, future: Future | None, repo_context: bool) -> Record:
+def _record(case: Case, fmt: str, flag: bool, variant: str | None, answer: Answer, future: Future | None,
+            repo_context: bool) -> Record:
     outcome = future.result() if future is not None else None
     return Record(
         set=case.set, task_id=case.task.task_id, language=case.language, format=fmt, postprocess=flag,
@@ -234,31 +279,97 @@ def _record(case: Case, fmt: str, flag: bool, answer: Answer, future: Future | N
         latency_ms=answer.latency_ms, exact=exact_match(answer.completion, case.task.middle),
         edit_similarity=edit_similarity(canonical(answer.completion), canonical(case.task.middle)),
         status=outcome.status if outcome else None, detail=outcome.detail[-DETAIL_CHARS:] if outcome else "",
+        ablation=variant,
+    )  # fmt: skip
+
+
+def _grouped(records: Iterable[Record], key: Callable[[Record], tuple]) -> list[tuple[tuple, list[Record]]]:
+    """Records by (set, *key) in first-seen order; then the repository measure's again per language ("repo:go")."""
+    groups: dict[tuple, list[Record]] = {}
+    by_language: dict[tuple, list[Record]] = {}
+    for r in records:
+        groups.setdefault((r.set, *key(r)), []).append(r)
+        if r.set == "repo":
+            by_language.setdefault((f"repo:{r.language}", *key(r)), []).append(r)
+    return [*groups.items(), *by_language.items()]
+
+
+def _row(name: str, fmt: str, flag: bool, repo_context: bool, group: Sequence[Record]) -> Row:
+    n = len(group)
+    executed = all(r.status is not None for r in group)
+    return Row(
+        set=name, format=fmt, postprocess=flag, repo_context=repo_context, n=n,
+        passed=sum(r.passed for r in group) if executed else None, exact=sum(r.exact for r in group),
+        edit_similarity=sum(r.edit_similarity for r in group) / n,
+        latency_ms=sum(r.latency_ms for r in group) / n,
+        stop_reasons=dict(Counter(r.stop_reason for r in group).most_common()),
     )  # fmt: skip
 
 
 def summarize(records: Iterable[Record]) -> list[Row]:
     """One row per set × format × post-processing × repo context, in first-seen order; then a row per
     language of the repository measure ("repo:go")."""
-    groups: dict[tuple[str, str, bool, bool], list[Record]] = {}
-    by_language: dict[tuple[str, str, bool, bool], list[Record]] = {}
-    for r in records:
-        groups.setdefault((r.set, r.format, r.postprocess, r.repo_context), []).append(r)
-        if r.set == "repo":
-            key = (f"repo:{r.language}", r.format, r.postprocess, r.repo_context)
-            by_language.setdefault(key, []).append(r)
+    key = lambda r: (r.format, r.postprocess, r.repo_context)  # noqa: E731
+    return [_row(*names, group) for names, group in _grouped(records, key)]
+
+
+_METRICS = ("pass_at_1", "exact_match", "edit_similarity")
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    """What one rule is worth on one set × format: scores with every rule vs every rule but this one.
+    The rule "all" compares every rule with none (post-processing off)."""
+
+    rule: str
+    all: Row
+    without: Row
+
+    def delta(self, metric: str) -> float | None:
+        """With minus without: positive when the rule helps; None where nothing is executed."""
+        mine, other = getattr(self.all, metric), getattr(self.without, metric)
+        return None if mine is None or other is None else mine - other
+
+    def to_json(self) -> dict[str, Any]:
+        row = self.all
+        scores = {side: {m: getattr(getattr(self, side), m) for m in _METRICS} for side in ("all", "without")}
+        return {"set": row.set, "format": row.format, "repo_context": row.repo_context, "rule": self.rule,
+                "n": row.n, **scores, "delta": {m: self.delta(m) for m in _METRICS}}
+
+
+def ablation_rows(records: Iterable[Record]) -> list[AblationRow]:
+    """Per set × format × repo context (and repo language): a row per rule in ``RULES``, then "all"."""
     rows = []
-    for (name, fmt, flag, repo_context), group in [*groups.items(), *by_language.items()]:
-        n = len(group)
-        executed = all(r.status is not None for r in group)
-        rows.append(Row(
-            set=name, format=fmt, postprocess=flag, repo_context=repo_context, n=n,
-            passed=sum(r.passed for r in group) if executed else None, exact=sum(r.exact for r in group),
-            edit_similarity=sum(r.edit_similarity for r in group) / n,
-            latency_ms=sum(r.latency_ms for r in group) / n,
-            stop_reasons=dict(Counter(r.stop_reason for r in group).most_common()),
-        ))  # fmt: skip
+    for (name, fmt, repo_context), group in _grouped(records, lambda r: (r.format, r.repo_context)):
+        by_variant: dict[str | None, list[Record]] = {}
+        for r in group:
+            by_variant.setdefault(r.ablation, []).append(r)
+        scored = {variant: _row(name, fmt, variant != OFF, repo_context, by_variant[variant])
+                  for variant, _ in VARIANTS}
+        rows += [AblationRow(rule, scored[ALL], scored[rule]) for rule in RULES]
+        rows.append(AblationRow(ALL, scored[ALL], scored[OFF]))
     return rows
+
+
+def format_ablation_table(rows: Sequence[AblationRow]) -> str:
+    """For each metric: with all rules, without this rule, and the difference (positive: the rule helps)."""
+    header = ("set", "mode", "repo-ctx", "rule", "n", "pass@1", "without", "delta", "exact", "without", "delta",
+              "edit-sim", "without", "delta")
+    lines = [header]
+    for row in rows:
+        cells = [row.all.set, row.all.format, "on" if row.all.repo_context else "off", row.rule, str(row.all.n)]
+        for metric in _METRICS:
+            delta = row.delta(metric)
+            cells += [_number(getattr(row.all, metric)), _number(getattr(row.without, metric)),
+                      "-" if delta is None else f"{delta:+.3f}"]
+        lines.append(tuple(cells))
+    legend = ("pass@1/exact/edit-sim: with all rules; without: all rules but this one (for \"all\": none); "
+              "delta = with - without, positive when the rule helps")
+    return _render(lines, left=4) + "\n\n" + legend
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def raw_not_prefix(records: Iterable[Record]) -> int:
@@ -280,8 +391,12 @@ def format_table(rows: Sequence[Row]) -> str:
             f"{row.edit_similarity:.3f}", f"{row.latency_ms:.0f} ms",
             str(row.stop_reasons.get("time_budget", 0)),
         ))  # fmt: skip
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    left = 4  # the first four columns are names
+    return _render(lines, left=4)
+
+
+def _render(lines: Sequence[tuple[str, ...]], left: int) -> str:
+    """Aligned columns: the first ``left`` (names) to the left, numbers to the right."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
 
     def render(line: tuple[str, ...]) -> str:
         cells = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
@@ -327,6 +442,30 @@ class PipelineSource:
     def close(self) -> None:
         for index in self._indexes.values():
             index.stop()
+
+    def raw(self, case: Case, fmt: str) -> tuple[Answer, Context]:
+        """The answer with post-processing off (a ``RawSource``), and the context the pipeline cut for it."""
+        index, path = self._index_for(case)
+        settings = self.settings.with_overrides({"format": fmt, "postprocess": False, "reuse": False})
+        result = self.completer.complete(case.text, case.offset, case.language, settings=settings, index=index,
+                                         path=path)
+        answer = Answer(result.completion, result.raw, result.stop_reason, result.timings_ms["total"])
+        return answer, self._context(case, settings, index)
+
+    def _context(self, case: Case, s: Any, index: Any) -> Context:
+        """The prompt windows ``Completer.complete`` cut, by the same budget arithmetic (it does not return
+        them); post-processing reads them. The ablation test checks the result against real post-processed
+        runs, so a change to that arithmetic shows up there."""
+        from .context import build_context
+        from .pipeline import _CONTEXT_MARGIN
+
+        completer = self.completer
+        room = completer.engine.info.n_ctx - max(s.max_tokens, s.max_tokens_single_line) - _CONTEXT_MARGIN
+        if index is not None and s.repo_context and s.repo_context_budget > 0:
+            room -= s.repo_context_budget
+        prefix_only = s.format == "prefix" or (s.format == "auto" and completer.family == "none")
+        return build_context(case.text, case.offset, case.language, completer.count_tokens,
+                             budget=max(16, min(s.token_budget, room)), prefix_share=0.9 if prefix_only else 0.75)
 
     def __call__(self, case: Case, fmt: str, flags: Sequence[bool]) -> list[Answer]:
         prime = len(flags) > 1
@@ -375,6 +514,8 @@ def allowed_formats(family: str) -> list[str]:
 @click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS),
               help="Prompt layout (repeatable); default: every layout the model was trained for.")
 @click.option("--postprocess", type=click.Choice(["on", "off", "both"]), default="both", show_default=True)
+@click.option("--ablate", is_flag=True, help="Measure each post-processing rule instead: one generation per "
+              "task, scored with all rules, none, and all but each one (replaces --postprocess).")
 @click.option("--repo-context", type=click.Choice(["on", "off", "both"]), default="off", show_default=True,
               help="Repository context for the repo set (not available yet: measured without it).")
 @click.option("--repo-path", "repo_paths", multiple=True, type=click.Path(exists=True),
@@ -385,7 +526,7 @@ def allowed_formats(family: str) -> list[str]:
 @click.option("--max-tokens", type=click.IntRange(1, 4096), help="Most tokens to generate per answer.")
 @click.option("--time-budget-ms", type=click.IntRange(1), default=DEFAULT_TIME_BUDGET_MS, show_default=True,
               help="Wall-time budget per request; generous so the machine's speed does not decide quality.")
-def command(sets, limit, seed, jobs, model, formats, postprocess, repo_context, repo_paths, json_path,
+def command(sets, limit, seed, jobs, model, formats, postprocess, ablate, repo_context, repo_paths, json_path,
             max_tokens, time_budget_ms) -> None:
     """Measure completion quality: HumanEval infilling (pass@1, exact match) and masked repository lines."""
     from .config import load_settings
@@ -394,6 +535,8 @@ def command(sets, limit, seed, jobs, model, formats, postprocess, repo_context, 
 
     if json_path and not os.access(Path(json_path).resolve().parent, os.W_OK):  # fail before the long run
         raise UserError(f"cannot write {json_path}: its directory is missing or not writable")
+    if ablate and click.get_current_context().get_parameter_source("postprocess") is ParameterSource.COMMANDLINE:
+        raise UserError("--ablate scores post-processing on and off itself: drop --postprocess")
     chosen = SETS if "all" in sets else tuple(s for s in SETS if s in sets)
     flags = {"on": (True,), "off": (False,), "both": (True, False)}[postprocess]
     settings = load_settings({"model": model, "max_tokens": max_tokens, "max_tokens_single_line": max_tokens,
@@ -415,29 +558,37 @@ def command(sets, limit, seed, jobs, model, formats, postprocess, repo_context, 
     _check_formats(family, formats)  # a layout the model cannot do fails now, not after an hour of tasks
     sets_text = "; ".join(f"{name} {_describe(size)}" for name, size in sizes.items())
     click.echo(f"eval: {engine.info.name} ({family}), formats {', '.join(formats)}, "
-               f"post-processing {postprocess}; {sets_text}", err=True)
+               f"post-processing {'ablated per rule' if ablate else postprocess}; {sets_text}", err=True)
     contexts = {"on": (True,), "off": (False,), "both": (False, True)}[repo_context]
     records = []
     for with_repo in contexts:  # repository context only changes the repo set
         subset = [c for c in cases if c.set == "repo"] if with_repo and False in contexts else cases
         source = PipelineSource(engine, settings, repo_context=with_repo)
         try:
-            records += run(subset, source, formats, flags, jobs=jobs, progress=True, repo_context=with_repo)
+            if ablate:
+                records += run_ablation(subset, source.raw, formats, jobs=jobs, progress=True, repo_context=with_repo)
+            else:
+                records += run(subset, source, formats, flags, jobs=jobs, progress=True, repo_context=with_repo)
         finally:
             source.close()
-    rows = summarize(records)
-    click.echo(format_table(rows))
-    mismatched = raw_not_prefix(records)
+    if ablate:
+        ablation = ablation_rows(records)
+        click.echo(format_ablation_table(ablation))
+        results: dict[str, Any] = {"postprocess": ["off"], "ablation": {
+            "rules": list(RULES), "rows": [row.to_json() for row in ablation]}}
+    else:
+        rows = summarize(records)
+        click.echo(format_table(rows))
+        results = {"postprocess": ["on" if f else "off" for f in flags], "raw_not_prefix": raw_not_prefix(records),
+                   "summary": [row.to_json() for row in rows]}
     if json_path:
         report = {
             "model": {"path": engine.info.path, "name": engine.info.name, "family": family},
             "settings": {key: getattr(settings, key) for key in
                          ("max_tokens", "max_tokens_single_line", "time_budget_ms", "token_budget", "n_ctx")},
             "seed": seed, "limit": limit, "sets": sizes, "formats": formats,
-            "postprocess": ["on" if f else "off" for f in flags],
             "repo_context": {"requested": repo_context, "measured": ["on" if c else "off" for c in contexts]},
-            "raw_not_prefix": mismatched,
-            "summary": [row.to_json() for row in rows],
+            **results,
             "records": [asdict(r) for r in records],
         }  # fmt: skip
         try:

@@ -11,16 +11,20 @@ fired and post-processing gives the same suggestion as post-processing everythin
 have written. A line still being generated is only judged by rules that cannot change their mind as
 it grows (`single_line` and a dedent); the rest wait for its newline. Text rules then tidy the cut
 text (trailing whitespace, overlap with the rest of the cursor line, a repeat of the line above).
+
+Every rule has a public name in `RULES`; both entry points take a set of names to skip, so that
+`codecomplete eval --ablate` can measure what each rule is worth from one unprocessed generation.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
 from codecomplete.context import Context
+from codecomplete.errors import UserError
 
 _WORD = re.compile(r"\w")
 _FIRST_WORD = re.compile(r"\w+")
@@ -438,19 +442,20 @@ def _repetition(scan: _Scan, i: int) -> _Cut | None:
     return None
 
 
-_LINE_RULES: tuple[Callable[[_Scan, int], _Cut | None], ...] = (
-    _single_line,
-    _dedent,
-    _closing_line,
-    _suffix_line,
-    _repetition,
+_LINE_RULES: tuple[tuple[str, Callable[[_Scan, int], _Cut | None]], ...] = (
+    ("single_line", _single_line),
+    ("dedent", _dedent),
+    ("closing_line", _closing_line),
+    ("suffix_line", _suffix_line),
+    ("repetition", _repetition),
 )
 
 
-def _find_cut(text: str, env: _Env, final: bool) -> _Cut | None:
+def _find_cut(text: str, env: _Env, final: bool, disabled: frozenset[str]) -> _Cut | None:
+    rules = [rule for name, rule in _LINE_RULES if name not in disabled]
     scan = _scan(text, env, final)
     for i in range(len(scan.lines)):
-        for rule in _LINE_RULES:
+        for rule in rules:
             cut = rule(scan, i)
             if cut is not None:
                 return cut
@@ -506,33 +511,51 @@ def _drop_blank(text: str, env: _Env) -> str:
     return text if text.strip() else ""
 
 
-_TEXT_RULES: tuple[tuple[Callable[[str, _Env], str], str | None], ...] = (
-    (_strip_trailing_whitespace, None),
-    (_drop_line_suffix_overlap, "suffix_overlap"),
-    (_drop_repeat_of_line_above, "repeats_previous_line"),
-    (_drop_blank, None),
+# (name, rule, the reason it reports when it changes the text; None keeps the line rules' reason)
+_TEXT_RULES: tuple[tuple[str, Callable[[str, _Env], str], str | None], ...] = (
+    ("trailing_whitespace", _strip_trailing_whitespace, None),
+    ("line_suffix_overlap", _drop_line_suffix_overlap, "suffix_overlap"),
+    ("repeat_of_line_above", _drop_repeat_of_line_above, "repeats_previous_line"),
+    ("drop_blank", _drop_blank, None),
 )
+
+# Every rule's name, in the order the rules run: what `disabled` takes and `eval --ablate` reports.
+RULES: tuple[str, ...] = tuple(rule[0] for rule in (*_LINE_RULES, *_TEXT_RULES))
+
+
+def check_rules(names: Iterable[str]) -> frozenset[str]:
+    """The names as a set, once each is known to be a rule: a typo must not silently disable nothing."""
+    chosen = frozenset(names)
+    unknown = sorted(chosen.difference(RULES))
+    if unknown:
+        raise UserError(f"unknown post-processing rule {', '.join(unknown)} (rules: {', '.join(RULES)})")
+    return chosen
 
 
 # --- public API -----------------------------------------------------------------------------------
 
 
-def stop_reason(text: str, ctx: Context) -> str | None:
+def stop_reason(text: str, ctx: Context, disabled: frozenset[str] = frozenset()) -> str | None:
     """Called by the engine after every generated token with the text so far; returns a reason
-    ('single_line', 'block_end', 'suffix_overlap', 'repetition') as soon as generation can stop."""
-    cut = _find_cut(text, _env(ctx), final=False)
+    ('single_line', 'block_end', 'suffix_overlap', 'repetition') as soon as generation can stop.
+    Rules named in `disabled` (see `RULES`) are skipped."""
+    cut = _find_cut(text, _env(ctx), False, check_rules(disabled) if disabled else disabled)
     return cut.reason if cut else None
 
 
-def postprocess(text: str, ctx: Context) -> tuple[str, str | None]:
+def postprocess(text: str, ctx: Context, disabled: frozenset[str] = frozenset()) -> tuple[str, str | None]:
     """The final suggestion, and which rule cut it last ('single_line', 'block_end', 'suffix_overlap',
-    'repetition', 'repeats_previous_line'), or None if nothing was cut."""
+    'repetition', 'repeats_previous_line'), or None if nothing was cut. Rules named in `disabled` (see
+    `RULES`) are skipped: with all of them disabled the text comes back as it is."""
+    disabled = check_rules(disabled)
     env = _env(ctx)
     reason = None
-    cut = _find_cut(text, env, final=True)
+    cut = _find_cut(text, env, True, disabled)
     if cut is not None:
         text, reason = text[: cut.end], cut.reason
-    for rule, why in _TEXT_RULES:
+    for name, rule, why in _TEXT_RULES:
+        if name in disabled:
+            continue
         changed = rule(text, env)
         if changed != text:
             text, reason = changed, why or reason

@@ -10,19 +10,24 @@ import pytest
 from click.testing import CliRunner
 
 from codecomplete import cli as cli_mod
+from codecomplete.context import Context, build_context
 from codecomplete.errors import UserError
 from codecomplete.evaltasks import program_for
 from codecomplete.evaluate import (
     Answer,
     Case,
     Record,
+    ablation_rows,
+    format_ablation_table,
     format_table,
     humaneval_cases,
     raw_not_prefix,
     repo_cases,
     run,
+    run_ablation,
     summarize,
 )
+from codecomplete.postprocess import RULES
 
 FLAGS = (True, False)
 
@@ -198,3 +203,79 @@ def test_an_unwritable_json_path_fails_before_any_work(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         f"codecomplete: error: cannot write {tmp_path / 'missing' / 'report.json'}: "
         "its directory is missing or not writable"]
+
+
+def raw_with_junk(case: Case, fmt: str) -> tuple[Answer, Context]:
+    """The masked text, then a line at the left margin that breaks the program unless a rule cuts it."""
+    ctx = build_context(case.text, case.offset, case.language, len, budget=100_000)
+    return answer(case.task.middle.removesuffix("\n") + "\ndef junk(:\n"), ctx
+
+
+def test_ablation_rows_compare_each_rule_with_all_of_them():
+    cases = humaneval_cases("single-line", 4, seed=3)[0]
+    records = run_ablation(cases, raw_with_junk, ["prefix"], jobs=2)
+    assert len(records) == 4 * (len(RULES) + 2)
+    rows = ablation_rows(records)
+    assert [row.rule for row in rows] == [*RULES, "all"]
+    everything = rows[-1]
+    assert (everything.all.passed, everything.all.exact, everything.without.passed) == (4, 4, 0)
+    assert everything.without.postprocess is False and everything.delta("pass_at_1") == 1.0
+    for row in rows:
+        assert row.all == everything.all and row.all.n == row.without.n == 4
+        for metric in ("pass_at_1", "exact_match", "edit_similarity"):
+            assert row.delta(metric) == getattr(row.all, metric) - getattr(row.without, metric)
+    # Only the rule that cuts the junk line is worth anything here.
+    assert {row.rule for row in rows[:-1] if row.delta("pass_at_1") != 0} == {"dedent"}
+    table = format_ablation_table(rows).splitlines()
+    assert table[0].split() == ["set", "mode", "repo-ctx", "rule", "n", "pass@1", "without", "delta", "exact",
+                                "without", "delta", "edit-sim", "without", "delta"]
+    assert table[2].split() == ["single-line", "prefix", "off", "dedent", "4", "1.000", "0.000", "+1.000", "1.000",
+                                "0.000", "+1.000", "1.000", table[2].split()[-2], table[2].split()[-1]]
+    assert table[10].split()[3:8] == ["all", "4", "1.000", "0.000", "+1.000"]
+
+
+def test_ablate_with_postprocess_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_mod.main(["eval", "--ablate", "--postprocess", "on"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "codecomplete: error: --ablate scores post-processing on and off itself: drop --postprocess"]
+
+
+@pytest.mark.slow
+def test_ablation_on_the_embedded_model_matches_a_post_processed_run(embedded_model, tmp_path):
+    common = ["eval", "--set", "single-line", "--set", "multi-line", "--limit", "3", "--model", str(embedded_model),
+              "--max-tokens", "24"]
+    reports = {}
+    for name, extra in (("ablate", ["--ablate"]), ("on", ["--postprocess", "on"])):
+        out = tmp_path / f"{name}.json"
+        result = CliRunner().invoke(cli_mod.cli, [*common, *extra, "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads(out.read_text())
+    ablation, on = reports["ablate"], reports["on"]
+
+    # One generation per task stands for every variant: "all rules" is exactly the post-processed run.
+    by_task = {(r["set"], r["task_id"], r["format"]): r for r in on["records"]}
+    variants = {}
+    for r in ablation["records"]:
+        variants.setdefault(r["ablation"], []).append(r)
+    assert set(variants) == {"all", "off", *RULES} and all(len(v) == 6 for v in variants.values())
+    for r in variants["all"]:
+        mine = by_task[r["set"], r["task_id"], r["format"]]
+        assert (r["completion"], r["exact"], r["status"]) == (mine["completion"], mine["exact"], mine["status"])
+    for r in variants["off"]:
+        assert r["completion"] == r["raw"] and r["postprocess"] is False
+
+    rows = ablation["ablation"]["rows"]
+    assert ablation["ablation"]["rules"] == list(RULES)
+    assert [(row["set"], row["rule"]) for row in rows] == [
+        (name, rule) for name in ("single-line", "multi-line") for rule in (*RULES, "all")]
+    summary = {row["set"]: row for row in on["summary"]}
+    for row in rows:
+        assert row["n"] == 3 and row["format"] == "prefix"
+        assert row["all"] == {m: summary[row["set"]][m] for m in ("pass_at_1", "exact_match", "edit_similarity")}
+        for metric, delta in row["delta"].items():
+            assert delta == pytest.approx(row["all"][metric] - row["without"][metric])
+        mine = [r for r in variants["off" if row["rule"] == "all" else row["rule"]] if r["set"] == row["set"]]
+        assert row["without"]["exact_match"] == sum(r["exact"] for r in mine) / 3
+        assert row["without"]["pass_at_1"] == sum(r["status"] == "passed" for r in mine) / 3

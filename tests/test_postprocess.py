@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from codecomplete.context import Context, Situation
-from codecomplete.postprocess import postprocess, stop_reason
+from codecomplete.errors import UserError
+from codecomplete.postprocess import RULES, postprocess, stop_reason
 
 CURSOR = "█"
 
@@ -767,3 +768,117 @@ def test_stop_reason_is_cheap_per_token() -> None:
 def test_long_prefix_misindented_closer(filler: str, expected: str) -> None:
     source = "// filler\n" * 800 + "function f() {\n" + filler + "  █\n}\n"
     assert postprocess("return 1;\n  }\n", make_ctx(source, "javascript")) == (expected, "block_end")
+
+
+# --- disabling rules (eval --ablate) ------------------------------------------------------------------
+
+_BY_ID = {case.id: case for case in ALL_CASES}
+
+
+def _without(rule: str, case_id: str, expected: str, reason: str | None) -> tuple[str, Case]:
+    case = _BY_ID[case_id]
+    return rule, Case(case.id, case.language, case.source, case.completion, expected, reason, case.options)
+
+
+# Per rule and language, a case that rule decides, and the suggestion the other rules make of it alone.
+# dedent only ends blocks in Python among these cases; two more show it in brace languages.
+WITHOUT_RULE = [
+    _without("single_line", "py-single-cut", "compute(a, b)\nprint(x)", None),
+    _without("single_line", "js-single-cut", "items.length;\nfoo();", None),
+    _without("single_line", "go-single-cut", "len(xs)\n\treturn n", None),
+    _without(
+        "dedent", "py-dedent-ends-function-body", "if x:\n        return 1\n    return 2\n\ndef g():\n    pass", None
+    ),
+    (
+        "dedent",
+        Case("js-dedent", "javascript", "function f(a) {\n  █\n}\n", "return a;\nfoo();\n", "return a;\nfoo();", None),
+    ),
+    (
+        "dedent",
+        Case("go-dedent", "go", "func f() int {\n\t█\n}\n", "return 1\nfunc g() {}\n", "return 1\nfunc g() {}", None),
+    ),
+    _without("closing_line", "py-dict-closing-in-suffix", '"b": 2,\n}', "block_end"),  # dedent still stops at print
+    _without("closing_line", "js-closing-brace-in-suffix", "const b = a * 2;\n  return b;\n}", "block_end"),
+    _without("closing_line", "go-if-err-block-closed-in-suffix", "\n\t\treturn err\n\t}", "block_end"),
+    _without("suffix_line", "py-next-line-duplicate", "x = x + 1\n    return x", None),
+    _without("suffix_line", "js-next-line-duplicate", "a = a + 1;\n  return a;\n}", "block_end"),
+    _without("suffix_line", "go-completion-is-next-line", "return nil", None),
+    _without("repetition", "py-three-times", "x += 1\n    x += 1\n    x += 1\n    x += 1\n    return x", None),
+    _without(
+        "repetition",
+        "js-three-times",
+        'const a = 1;\n  console.log("a");\n  console.log("a");\n  console.log("a");',
+        None,
+    ),
+    _without(
+        "repetition",
+        "go-three-times",
+        "a = append(a, 1)\n\ta = append(a, 1)\n\ta = append(a, 1)\n\ta = append(a, 1)\n\treturn a",
+        None,
+    ),
+    _without("trailing_whitespace", "py-trailing", "x = 1   \n    y = 2  \n\n", None),
+    _without("trailing_whitespace", "js-trailing", "let a = 1; \t\n  a++;  ", None),
+    _without("trailing_whitespace", "go-trailing", "\tx := 1 \n\t_ = x\t\n", None),
+    _without("line_suffix_overlap", "py-same-line-closer", "x)", "block_end"),
+    _without("line_suffix_overlap", "js-same-line", "a, b);", "block_end"),
+    _without("line_suffix_overlap", "go-same-line", "a, b)", "block_end"),
+    _without("repeat_of_line_above", "py-repeat", "x = compute()", None),
+    _without("repeat_of_line_above", "js-repeat", "count++;", None),
+    _without("repeat_of_line_above", "go-repeat", "defer f.Close()", "single_line"),
+    ("drop_blank", Case("py-blank", "python", "x = █y\n", "  ", "  ", None, SINGLE)),
+    _without("drop_blank", "whitespace-only-before-rest-of-line", "   ", None),
+    ("drop_blank", Case("go-blank", "go", "\tn := █x\n", "  ", "  ", None, SINGLE)),
+]
+
+
+@pytest.mark.parametrize("rule, case", WITHOUT_RULE, ids=lambda x: x if isinstance(x, str) else x.id)
+def test_a_disabled_rule_no_longer_acts(rule: str, case: Case) -> None:
+    ctx = case.ctx()
+    assert postprocess(case.completion, ctx) != (case.expected, case.reason)  # the rule matters here
+    assert postprocess(case.completion, ctx, frozenset({rule})) == (case.expected, case.reason)
+    text = _stream_without(case, frozenset({rule}))  # the engine skips it while generating too
+    assert postprocess(text, ctx, frozenset({rule})) == (case.expected, case.reason)
+
+
+def _stream_without(case: Case, disabled: frozenset[str]) -> str:
+    ctx = case.ctx()
+    text = ""
+    for token in _tokens(case.completion, 1):
+        text += token
+        if stop_reason(text, ctx, disabled) is not None:
+            break
+    return text
+
+
+def test_every_rule_is_covered_in_python_javascript_and_go() -> None:
+    assert {(rule, case.language) for rule, case in WITHOUT_RULE} == {
+        (rule, language) for rule in RULES for language in ("python", "javascript", "go")
+    }
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_stopping_early_gives_the_same_suggestion_without_a_rule(rule: str) -> None:
+    disabled = frozenset({rule})
+    for case in ALL_CASES:
+        full = postprocess(case.completion, case.ctx(), disabled)
+        assert postprocess(_stream_without(case, disabled), case.ctx(), disabled) == full, case.id
+
+
+def test_with_every_rule_disabled_the_text_comes_back_unchanged() -> None:
+    everything = frozenset(RULES)
+    for case in ALL_CASES:
+        assert postprocess(case.completion, case.ctx(), everything) == (case.completion, None), case.id
+        assert _stream_without(case, everything) == case.completion, case.id
+
+
+def test_rules_have_distinct_names() -> None:
+    assert len(set(RULES)) == len(RULES) == 9
+
+
+def test_an_unknown_rule_is_a_one_line_error() -> None:
+    ctx = make_ctx("x = █\n", "python")
+    with pytest.raises(UserError) as error:
+        postprocess("1", ctx, frozenset({"dedent", "dednet"}))
+    assert "\n" not in str(error.value) and str(error.value).startswith("unknown post-processing rule dednet (")
+    with pytest.raises(UserError, match="unknown post-processing rule single-line"):
+        stop_reason("1", ctx, frozenset({"single-line"}))
