@@ -87,6 +87,20 @@ _BLOCK_COMMENT_END = re.compile(rb"(\*/|\]=*\])\s*$")
 _OPENER_WORD = re.compile(r"\b(then|do|else|repeat)$|\bfunction\b[^()]*\([^()]*\)$")
 _CLOSING_ONLY = re.compile(r"[\s)\]};]*")
 
+# The tree is parsed only this far past the cursor. The suffix window rarely reaches further, and an edit
+# that leaves a bracket or string open makes tree-sitter's error recovery re-scan up to the end of what it
+# parses: on a 3,000-line file that was 5-9 ms per keystroke, bounded like this about 1 ms.
+PARSE_BELOW = 8192
+
+
+def parse_end(text: str, offset: int) -> int:
+    """Where parsing for a cursor at `offset` may stop: the end of the line PARSE_BELOW characters on."""
+    if len(text) - offset <= PARSE_BELOW:
+        return len(text)
+    newline = text.find("\n", offset + PARSE_BELOW)
+    return len(text) if newline < 0 else newline + 1
+
+
 # Without a usable syntax boundary a window edge prefers line numbers divisible by this, so it moves
 # in steps of this many lines rather than whenever one more line drops out of the budget.
 _SNAP_LINES = 16
@@ -133,7 +147,7 @@ def build_context(
     if tree is None and name is not None:
         parser = get_parser(name)
         if parser is not None:
-            tree = parser.parse(text.encode("utf-8"))
+            tree = parser.parse(text[: parse_end(text, offset)].encode("utf-8"))
     root = tree.root_node if tree is not None else None
 
     row = text.count("\n", 0, offset)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import tree_sitter
 from lsprotocol import types
 
+from codecomplete.context import parse_end
 from codecomplete.errors import UserError
 from codecomplete.languages import get_parser, language_for_path, normalize_language
 
@@ -36,22 +38,33 @@ class Document:
     tree: Any = None  # tree_sitter.Tree matching ``text`` once parsed; edited in place on changes
     _stale: bool = field(default=True, repr=False)  # tree edited but not yet re-parsed
     _line_starts: list[int] | None = field(default=None, repr=False)
+    _parser: Any = field(default=None, repr=False)  # this document's own: its included range is per cursor
+    _parsed_to: int = field(default=-1, repr=False)  # character offset the current tree covers
 
     @property
     def parseable(self) -> bool:
         return self.language is not None and len(self.text) <= MAX_PARSED_BYTES
 
-    def syntax_tree(self) -> Any:
-        """The tree for the current text, re-parsed incrementally from the edited old tree if needed."""
+    def syntax_tree(self, offset: int | None = None) -> Any:
+        """The tree for the current text, re-parsed incrementally from the edited old tree if needed.
+
+        With ``offset`` (a cursor) only the text up to ``parse_end`` is parsed: what the context needs,
+        and it bounds the error recovery an unclosed bracket at the cursor sets off.
+        """
         if not self.parseable:
             return None
-        parser = get_parser(self.language)
-        if parser is None:
-            return None
-        if self._stale or self.tree is None:
+        if self._parser is None:
+            if get_parser(self.language) is None:
+                return None
+            self._parser = tree_sitter.Parser(get_parser(self.language).language)
+        end = len(self.text) if offset is None else parse_end(self.text, offset)
+        if self._stale or self.tree is None or end != self._parsed_to:
             data = self.text.encode("utf-8")
-            self.tree = parser.parse(data, self.tree) if self.tree is not None else parser.parse(data)
+            end_byte = len(data) if end == len(self.text) else len(self.text[:end].encode("utf-8"))
+            self._parser.included_ranges = [tree_sitter.Range((0, 0), _point(self.text, end), 0, end_byte)]
+            self.tree = self._parser.parse(data, self.tree) if self.tree is not None else self._parser.parse(data)
             self._stale = False
+            self._parsed_to = end
         return self.tree
 
     # --- positions -----------------------------------------------------------------------------------
@@ -118,7 +131,12 @@ class Document:
         if self.tree is not None:
             self._edit_tree(start, end, change.text)
         self.text = self.text[:start] + change.text + self.text[end:]
-        self._line_starts = None
+        if self._line_starts is not None:  # patched, not recounted: a keystroke on a long file stays cheap
+            starts = self._line_starts
+            first, last = rng.start.line, rng.end.line
+            inserted = [start + i + 1 for i, ch in enumerate(change.text) if ch == "\n"]
+            delta = len(change.text) - (end - start)
+            self._line_starts = starts[: first + 1] + inserted + [x + delta for x in starts[last + 1 :]]
 
     def _edit_tree(self, start: int, end: int, new_text: str) -> None:
         text = self.text

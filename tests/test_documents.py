@@ -7,6 +7,7 @@ import random
 import pytest
 from lsprotocol import types
 
+from codecomplete.context import parse_end
 from codecomplete.errors import UserError
 from codecomplete.languages import get_parser
 from codecomplete.lsp.documents import Document
@@ -33,11 +34,29 @@ def test_incremental_edits_match_a_fresh_parse() -> None:
         change(doc, a, b, new, rng.choice([UTF8, UTF16, UTF32]))
         text = text[:a] + new + text[b:]
         assert doc.text == text
+        assert doc.line_starts() == [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]  # patched right
         if rng.random() < 0.2:
             tree = doc.syntax_tree()
             fresh = get_parser("python").parse(text.encode("utf-8"))
             assert str(tree.root_node) == str(fresh.root_node)
     assert doc.syntax_tree() is not first_tree or doc.tree is first_tree  # edited in place or replaced
+
+
+def test_a_cursor_bounds_the_parse_and_typing_keeps_it_exact() -> None:
+    """With a cursor, the tree covers the text up to parse_end (what a fresh parse of that much gives, also
+    after incremental edits with unclosed brackets), not the rest of a long file."""
+    body = "".join(f"def f{i}(x):\n    return g(x, {i})\n\n\n" for i in range(2000))
+    doc = Document(uri="file:///long.py", text=body, version=1, language="python")
+    cursor = body.index("def f1000")
+    for i, ch in enumerate("y = call(a, [b, 'c'"):
+        change(doc, cursor + i, cursor + i, ch)
+        offset = cursor + i + 1
+        tree = doc.syntax_tree(offset)
+        end = parse_end(doc.text, offset)
+        assert end < len(doc.text)
+        fresh = get_parser("python").parse(doc.text[:end].encode("utf-8"))
+        assert str(tree.root_node) == str(fresh.root_node)
+    assert tree.root_node.end_byte <= len(doc.text[:end].encode("utf-8"))
 
 
 def test_tree_is_reparsed_lazily_not_per_keystroke() -> None:
