@@ -450,22 +450,8 @@ class PipelineSource:
         result = self.completer.complete(case.text, case.offset, case.language, settings=settings, index=index,
                                          path=path)
         answer = Answer(result.completion, result.raw, result.stop_reason, result.timings_ms["total"])
-        return answer, self._context(case, settings, index)
-
-    def _context(self, case: Case, s: Any, index: Any) -> Context:
-        """The prompt windows ``Completer.complete`` cut, by the same budget arithmetic (it does not return
-        them); post-processing reads them. The ablation test checks the result against real post-processed
-        runs, so a change to that arithmetic shows up there."""
-        from .context import build_context
-        from .pipeline import _CONTEXT_MARGIN
-
-        completer = self.completer
-        room = completer.engine.info.n_ctx - max(s.max_tokens, s.max_tokens_single_line) - _CONTEXT_MARGIN
-        if index is not None and s.repo_context and s.repo_context_budget > 0:
-            room -= s.repo_context_budget
-        prefix_only = s.format == "prefix" or (s.format == "auto" and completer.family == "none")
-        return build_context(case.text, case.offset, case.language, completer.count_tokens,
-                             budget=max(16, min(s.token_budget, room)), prefix_share=0.9 if prefix_only else 0.75)
+        assert result.context is not None  # a local pipeline always reports its windows
+        return answer, result.context
 
     def __call__(self, case: Case, fmt: str, flags: Sequence[bool]) -> list[Answer]:
         prime = len(flags) > 1

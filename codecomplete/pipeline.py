@@ -10,7 +10,7 @@ import functools
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from . import context as context_mod
@@ -85,9 +85,11 @@ class Completion:
     stop_reason: str
     multiline: bool
     source: str = "model"  # model, typing_through or lru
+    # The windows the prompt was cut from (post-processing reads them); not part of the JSON.
+    context: context_mod.Context | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "context"}
 
 
 def load_engine(settings: Settings) -> Engine | RemoteEngine:
@@ -248,4 +250,5 @@ class Completer:
             },
             stop_reason=cut or gen.stop_reason,
             multiline=multiline,
+            context=ctx,
         )
