@@ -2,7 +2,8 @@
 
 Typing-through: when the user types exactly the characters the last suggestion starts with, the rest of that
 suggestion is still right, so it is served trimmed (llama.vim and Tabby do the same). The LRU catches
-backspace-and-retype and cursor returns: the same text around the cursor gets the same answer.
+backspace-and-retype and cursor returns: the same text around the cursor gets the same answer. It also holds
+prefetched answers: the next suggestion for where accepting the shown one leaves the cursor.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class _Shown:
 class SuggestionCache:
     def __init__(self, size: int = 256) -> None:
         self._size = size
-        self._lru: OrderedDict[bytes, str] = OrderedDict()
+        self._lru: OrderedDict[bytes, tuple[str, str]] = OrderedDict()  # key → (suggestion, how it was made)
         self._shown: dict[str, _Shown] = {}  # per document: the last suggestion from the model
 
     @staticmethod
@@ -37,7 +38,8 @@ class SuggestionCache:
         return h.digest()
 
     def lookup(self, doc: str, text: str, offset: int, salt: str = "") -> tuple[str, str] | None:
-        """(suggestion, how) where how is ``typing_through`` or ``lru``; None when the model must answer."""
+        """(suggestion, how) where how is ``typing_through``, ``lru`` or ``prefetch``; None when the model must
+        answer. A suggestion served from the LRU becomes the one on screen, which typing can go through."""
         shown = self._shown.get(doc)
         if shown is not None and text.endswith(shown.after) and len(text) - len(shown.after) == offset:
             before = text[:offset]
@@ -47,17 +49,27 @@ class SuggestionCache:
                     return shown.suggestion[len(typed) :], "typing_through"
         key = self._key(text, offset, salt)
         hit = self._lru.get(key)
-        if hit is not None:
-            self._lru.move_to_end(key)
-            return hit, "lru"
-        return None
+        if hit is None:
+            return None
+        self._lru.move_to_end(key)
+        self._show(doc, text, offset, hit[0])
+        return hit
 
-    def store(self, doc: str, text: str, offset: int, suggestion: str, salt: str = "") -> None:
+    def holds(self, text: str, offset: int, salt: str = "") -> bool:
+        """Whether the LRU has an answer for this spot (without touching what is on screen)."""
+        return self._key(text, offset, salt) in self._lru
+
+    def store(self, doc: str, text: str, offset: int, suggestion: str, salt: str = "", how: str = "lru") -> None:
+        """Remember an answer; one made ahead (``how="prefetch"``) is not on screen yet, so it is not shown."""
         key = self._key(text, offset, salt)
-        self._lru[key] = suggestion
+        self._lru[key] = (suggestion, how)
         self._lru.move_to_end(key)
         while len(self._lru) > self._size:
             self._lru.popitem(last=False)
+        if how != "prefetch":
+            self._show(doc, text, offset, suggestion)
+
+    def _show(self, doc: str, text: str, offset: int, suggestion: str) -> None:
         if suggestion:
             self._shown[doc] = _Shown(text[:offset], text[offset:], suggestion)
         else:

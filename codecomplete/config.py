@@ -46,6 +46,7 @@ class Settings:
     postprocess: bool = True
     reuse: bool = True  # KV-cache reuse and cached answers; off = a fresh evaluation per request (baseline)
     kv_shift: bool = False  # also shift moved cached chunks into place (faster, approximate: may change output)
+    prefetch: bool = True  # after a suggestion, compute the next one for where accepting it leaves the cursor
     enabled: bool = True
     # local: llama.cpp in this process (or the shared daemon); else a running server that gets the prompt:
     # llama-server, llama-server-infill, openai (/v1/completions) or ollama. `model` is then the server's name.

@@ -56,7 +56,7 @@ from .daemon_client import (
     runtime_dir,
     write_endpoint,
 )
-from .errors import UserError
+from .errors import UserError, quietly
 from .models import resolve_model
 from .net import parse_loopback
 from .service import MODEL_KEYS, CompletionService
@@ -79,18 +79,23 @@ class _Cancel(threading.Event):
     """The flag a generation checks after every token.
 
     Set on cancel or supersede; it also reads as set once the job has had its fair slice while a request from
-    another client waits — the engine then stops as on a time budget, keeping the complete lines.
+    another client waits — the engine then stops as on a time budget, keeping the complete lines. A
+    ``background`` job (a prefetch) yields at once to any queued request.
     """
 
-    def __init__(self, scheduler: Scheduler, client: str) -> None:
+    def __init__(self, scheduler: Scheduler, client: str, background: bool = False) -> None:
         super().__init__()
         self._scheduler = scheduler
         self._client = client
+        self._background = background
         self.started: float | None = None
         self.preempted = False
 
     def is_set(self) -> bool:
         if self.preempted or super().is_set():
+            return True
+        if self._background and self._scheduler._waiting:
+            self.preempted = True
             return True
         started = self.started
         if (started is not None and time.monotonic() - started > self._scheduler.fair_slice_s
@@ -156,10 +161,10 @@ class Scheduler:
         self._thread.start()
 
     def new_job(self, client: str, work: Callable[[threading.Event], Any], *, doc: str | None = None,
-                job_id: str | None = None, needs_model: bool = True) -> Job:
+                job_id: str | None = None, needs_model: bool = True, background: bool = False) -> Job:
         loop = asyncio.get_running_loop()
         return Job(id=job_id or uuid.uuid4().hex, client=client, doc=doc, work=work, loop=loop,
-                   future=loop.create_future(), cancel=_Cancel(self, client), needs_model=needs_model)
+                   future=loop.create_future(), cancel=_Cancel(self, client, background), needs_model=needs_model)
 
     def submit(self, job: Job) -> Job:
         with self._cond:
@@ -547,6 +552,14 @@ def create_app(daemon: Daemon, token: str | None = None) -> Starlette:
 
         job = daemon.scheduler.new_job(client, work, doc=key if doc else None, job_id=_field(body, "id", str, None))
         result = await daemon.run_job(job, request)
+        if result is not None and job.outcome is None and result.completion and not daemon.paused:
+
+            def ahead(cancel: threading.Event) -> Any:
+                accepted_span = None if span is None else (span[0], span[1] + len(result.completion))
+                return quietly(service.prefetch, text, offset, result.completion, language, doc=key,
+                                settings=settings, cancel=cancel, snippets=repo, path=path, span=accepted_span)
+
+            daemon.scheduler.submit(daemon.scheduler.new_job(client, ahead, doc=key if doc else None, background=True))
         data = {"completion": "", "stop_reason": job.outcome} if result is None else result.to_json()
         if job.outcome is not None:
             data["stop_reason"] = job.outcome

@@ -33,8 +33,10 @@ _log = logging.getLogger("codecomplete.engine")
 # (llama-server's --cache-reuse; shorter runs are cheaper to recompute than to look for).
 SHIFT_MIN_TOKENS = 64
 # Prompt evaluation is split into chunks this size so a cancel or the time budget is seen between them:
-# a superseded request must free the model quickly even in the middle of a long prompt.
+# a superseded request must free the model quickly even in the middle of a long prompt. Background work
+# (a prefetch) that any keystroke cancels uses the smaller size.
 EVAL_CHUNK_TOKENS = 128
+BACKGROUND_CHUNK_TOKENS = 16
 
 _VOCAB_TYPES = {0: "none", 1: "spm", 2: "bpe", 3: "wpm", 4: "ugm", 5: "rwkv", 6: "plamo2"}
 
@@ -281,6 +283,7 @@ class Engine:
         reuse: bool = True,
         shift: bool = False,
         heal: bytes = b"",
+        background: bool = False,
     ) -> Generation:
         """Greedy generation after ``prompt``, reusing the KV cache for the longest common prefix.
 
@@ -290,7 +293,8 @@ class Engine:
         constrained to reproduce them, and they are not part of the returned text.
         ``shift``: also reuse cached chunks that moved (see ``_reuse_cache``). Approximate: a shifted chunk keeps
         the attention to whatever preceded it when it was computed, so outputs can differ from a fresh
-        evaluation. Prefix reuse alone is exact.
+        evaluation. Prefix reuse alone is exact. ``background``: evaluate the prompt in smaller chunks, so a cancel
+        frees the model sooner.
         """
         prompt = list(prompt)
         if not prompt:
@@ -300,9 +304,11 @@ class Engine:
             raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {n_ctx}-token context")
         max_tokens = min(max_tokens, n_ctx - len(prompt))
         with self._lock:
-            return self._generate_locked(prompt, max_tokens, time_budget_s, cancel, stop, reuse, shift, heal)
+            chunk = BACKGROUND_CHUNK_TOKENS if background else EVAL_CHUNK_TOKENS
+            return self._generate_locked(prompt, max_tokens, time_budget_s, cancel, stop, reuse, shift, heal, chunk)
 
-    def _generate_locked(self, prompt, max_tokens, time_budget_s, cancel, stop, reuse, shift, heal) -> Generation:
+    def _generate_locked(self, prompt, max_tokens, time_budget_s, cancel, stop, reuse, shift, heal,
+                         chunk_tokens) -> Generation:
         llm = self._llm
         start = time.perf_counter()
         deadline = None if time_budget_s is None else start + time_budget_s
@@ -321,7 +327,7 @@ class Engine:
 
         reason: str | None = None
         evaluated = 0
-        step = min(llm.n_batch, EVAL_CHUNK_TOKENS)
+        step = min(llm.n_batch, chunk_tokens)
         for i in range(0, len(todo), step):
             reason = interrupted()
             if reason:

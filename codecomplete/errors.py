@@ -1,4 +1,12 @@
-"""Errors that are the user's to fix: shown as one line, never as a traceback."""
+"""Errors that are the user's to fix: shown as one line, never as a traceback; and background failures."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("codecomplete")
 
 
 class UserError(Exception):
@@ -7,3 +15,12 @@ class UserError(Exception):
 
 class ModelLoadError(UserError):
     """A model file that exists but cannot be loaded; the message names the file and the reason."""
+
+
+def quietly(work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run background work nobody waits for (a prefetch): a failure is logged, not raised into an unread future."""
+    try:
+        return work(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - nobody is there to receive it
+        log.info("background work failed: %s", exc)
+        return None

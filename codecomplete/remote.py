@@ -749,6 +749,7 @@ class RemoteEngine:
         reuse: bool = True,
         shift: bool = False,
         heal: bytes = b"",
+        background: bool = False,  # a server evaluates the prompt its own way
     ) -> Generation:
         """Stream a greedy completion of ``prompt``; the same checks and result as ``Engine.generate``.
 

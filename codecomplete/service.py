@@ -22,6 +22,11 @@ from .pipeline import Completer, Completion, load_engine
 MODEL_KEYS = ("model", "n_ctx", "n_threads", "n_gpu_layers", "main_gpu", "flash_attn", "backend", "remote_url", "fim")
 
 
+# A prefetch starts this long after the answer it follows, so a typist's next key cancels it before it
+# touches the model (keys come every ~125 ms at 8 chars/s; a suggestion is read for longer).
+PREFETCH_DELAY_S = 0.15
+
+
 def _salt(s: Settings) -> str:
     """What besides the text decides a suggestion: cached answers are only valid for the same settings."""
     return repr((s.model, s.format, s.max_tokens, s.max_tokens_single_line, s.token_budget, s.postprocess))
@@ -34,6 +39,7 @@ class Stats:
     prompt_tokens: int = 0
     reused_tokens: int = 0
     generated_tokens: int = 0
+    prefetched: int = 0  # next suggestions computed ahead and kept
 
 
 class CompletionService:
@@ -123,6 +129,36 @@ class CompletionService:
         if result.stop_reason not in ("cancelled", "time_budget") and s.reuse:  # cut short: not the answer
             self.cache.store(doc, text, offset, result.completion, _salt(s))
         self._record(result, start)
+        return result
+
+    def prefetch(
+        self,
+        text: str,
+        offset: int,
+        suggestion: str,
+        language: str | None,
+        *,
+        doc: str = "",
+        settings: Settings | None = None,
+        **kwargs: Any,
+    ) -> Completion | None:
+        """Tab-Tab-Tab: the suggestion for where accepting ``suggestion`` at ``offset`` leaves the cursor,
+        computed while the user reads it and kept in the LRU, so accepting answers at once. Callers run it
+        only when the model is idle and cancel it (``cancel``) for any real request."""
+        s = settings or self.settings
+        if not (self.ready and s.prefetch and s.reuse and suggestion):
+            return None
+        assert self.completer is not None
+        accepted, at = text[:offset] + suggestion + text[offset:], offset + len(suggestion)
+        if self.cache.holds(accepted, at, _salt(s)):
+            return None
+        cancel = kwargs.get("cancel")
+        if cancel is not None and cancel.wait(PREFETCH_DELAY_S):  # still typing: leave the model alone
+            return None
+        result = self.completer.complete(accepted, at, language, settings=s, doc=doc, background=True, **kwargs)
+        if result.stop_reason not in ("cancelled", "time_budget"):
+            self.cache.store(doc, accepted, at, result.completion, _salt(s), how="prefetch")
+            self.stats.prefetched += 1
         return result
 
     def _record(self, result: Completion, start: float) -> None:

@@ -31,7 +31,7 @@ from pygls.uris import to_fs_path
 
 from codecomplete import __version__
 from codecomplete.config import Settings, load_settings, split_known
-from codecomplete.errors import UserError
+from codecomplete.errors import UserError, quietly
 from codecomplete.net import parse_loopback
 
 from .documents import Document, Documents
@@ -85,6 +85,7 @@ class CodecompleteServer(LanguageServer):
         # One thread for llama.cpp: the model is single-threaded state; requests queue behind it.
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codecomplete-model")
         self.inflight: dict[str, threading.Event] = {}
+        self.prefetching: threading.Event | None = None  # cancels the running prefetch, if any
         self.index: RepoIndex | None = None  # the workspace, for cross-file context
 
     @property
@@ -260,9 +261,12 @@ async def _suggest(
     previous = ls.inflight.get(uri)
     if previous is not None:
         previous.set()  # superseded: it stops within one token and answers nothing
+    if ls.prefetching is not None:
+        ls.prefetching.set()  # a real request goes first
     lookup = getattr(service, "lookup", None)  # in-process: cached answers skip the model queue
     cached = lookup(text, offset, doc.language, doc=uri) if lookup else None
     if cached is not None:
+        _prefetch(ls, uri, doc.language, text, offset, cached.completion)
         return _answer(doc, enc, start, cached.completion, replace)
     cancel = threading.Event()
     ls.inflight[uri] = cancel
@@ -284,7 +288,19 @@ async def _suggest(
             del ls.inflight[uri]
     if cancel.is_set():
         return None
+    _prefetch(ls, uri, doc.language, text, offset, result.completion)
     return _answer(doc, enc, start, result.completion, replace)
+
+
+def _prefetch(ls: CodecompleteServer, uri: str, language: str | None, text: str, offset: int, suggestion: str) -> None:
+    """Queue the next suggestion for where accepting this one leaves the cursor (Tab-Tab-Tab); the next request
+    cancels it. Through the daemon there is nothing to do here: the daemon prefetches itself."""
+    prefetch = getattr(ls.service, "prefetch", None)
+    if prefetch is None or not suggestion:
+        return
+    ahead = ls.prefetching = threading.Event()
+    ls.model_thread.submit(quietly, prefetch, text, offset, suggestion, language, doc=uri, cancel=ahead,
+                           path=_fs_path(uri), index=ls.index)
 
 
 def _answer(

@@ -60,3 +60,18 @@ def test_forget_drops_the_shown_suggestion() -> None:
     cache.forget(DOC)
     typed = BEFORE + "3"
     assert cache.lookup(DOC, typed + AFTER, len(typed)) is None
+
+
+def test_a_prefetched_answer_waits_unseen_until_its_spot_is_reached() -> None:
+    """Stored ahead for where accepting the shown suggestion leaves the cursor: the shown one stays typeable
+    through; reaching the spot serves the prefetched answer, which then is the one typing goes through."""
+    cache = SuggestionCache()
+    cache.store(DOC, BEFORE + AFTER, len(BEFORE), "3.14 * r * r")
+    accepted = BEFORE + "3.14 * r * r"
+    cache.store(DOC, accepted + AFTER, len(accepted), "  # square units", how="prefetch")
+    assert cache.holds(accepted + AFTER, len(accepted)) and not cache.holds(BEFORE + AFTER, len(BEFORE) + 1)
+    typed = BEFORE + "3.1"
+    assert cache.lookup(DOC, typed + AFTER, len(typed)) == ("4 * r * r", "typing_through")
+    assert cache.lookup(DOC, accepted + AFTER, len(accepted)) == ("  # square units", "prefetch")
+    further = accepted + "  #"
+    assert cache.lookup(DOC, further + AFTER, len(further)) == (" square units", "typing_through")

@@ -66,6 +66,16 @@ async def wait_ready(client, timeout: float = 60) -> dict:
     raise AssertionError("the model did not load in time")
 
 
+async def wait_prefetched(client, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = await client.protocol.send_request_async("codecomplete/status", {})
+        if status.stats.prefetched:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("no prefetch in time")
+
+
 def open_doc(client, text: str, uri: str = URI, language: str = "python") -> None:
     client.text_document_did_open(
         types.DidOpenTextDocumentParams(types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text))
@@ -300,6 +310,30 @@ async def test_typing_through_a_suggestion_is_answered_from_the_cache(tmp_path: 
         assert last.source == "model"
     finally:
         await client.shutdown_session()
+
+
+@pytest.mark.parametrize("mode", ["in-process", "daemon"])
+async def test_accepting_a_suggestion_is_answered_from_the_prefetch(tmp_path: Path, mode: str) -> None:
+    """Tab-Tab-Tab: after a suggestion the server computes the next one for where accepting it leaves the
+    cursor, so the request after accepting needs no model work; with prefetch off it does."""
+    server = SERVER if mode == "in-process" else SERVER[:-1]
+    for prefetch, source in ((True, "prefetch"), (False, "model")):
+        options = {"maxTokens": 12, "maxTokensSingleLine": 12, "prefetch": prefetch}
+        client, _ = await start(tmp_path, options=options, server=server)
+        try:
+            text = PY_TEXT.replace("circumference", f"circumference_{prefetch}")  # no answers cached across rounds
+            open_doc(client, text + "    return ")
+            first = await client.text_document_inline_completion_async(inline_params(10, 11))
+            shown = first.items[0].insert_text
+            assert shown and "\n" not in shown
+            await wait_prefetched(client) if prefetch else await asyncio.sleep(1.0)  # time it would have had
+            insert(client, 10, 11, shown, 2)  # Tab: the editor inserts the suggestion
+            await client.text_document_inline_completion_async(inline_params(10, 11 + len(shown)))
+            last = await client.protocol.send_request_async("codecomplete/lastCompletion", {})
+            assert last.source == source
+            assert (last.tokens.evaluated == 0) == prefetch
+        finally:
+            await client.shutdown_session()
 
 
 @pytest.mark.parametrize("mode", ["in-process", "daemon"])
