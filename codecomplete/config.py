@@ -89,9 +89,9 @@ def split_known(options: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return ours, sorted(set(options) - set(ours))
 
 
-_INT_KEYS = {"repo_context_budget", "max_tokens", "max_tokens_single_line", "token_budget", "time_budget_ms", "n_ctx",
-             "n_threads",
-             "n_gpu_layers", "main_gpu"}
+# Checked by their declared types, so a new setting cannot be forgotten here.
+_INT_KEYS = frozenset(f.name for f in fields(Settings) if f.type in ("int", "int | None"))
+_BOOL_KEYS = frozenset(f.name for f in fields(Settings) if f.type == "bool")
 
 
 def _check_type(key: str, value: Any) -> Any:
@@ -101,7 +101,7 @@ def _check_type(key: str, value: Any) -> Any:
         if value < 0 and key != "n_gpu_layers":
             raise UserError(f"setting {key} must not be negative, got {value}")
         return value
-    if key in ("postprocess", "enabled", "reuse", "kv_shift", "repo_context", "flash_attn"):
+    if key in _BOOL_KEYS:
         if not isinstance(value, bool):
             raise UserError(f"setting {key} must be true or false, got {value!r}")
         return value
