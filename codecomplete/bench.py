@@ -671,7 +671,7 @@ def render_table(report: dict[str, Any]) -> str:
     for p in ("p50", "p90", "p99"):
         rows.append((f"latency {p}, both answered ({comparison['paired_requests']})",
                      *(_fmt(paired[k][p], " ms") for k in runs), _fmt(r[f"latency_{p}"])))
-    for source in ("model", "typing_through", "lru"):
+    for source in ("model", "typing_through", "lru", "prefetch"):
         row(f"served by {source}", lambda s, x=source: s["served_by"].get(x, 0))
     row("prompt tokens", lambda s: s["tokens"]["prompt"])
     row("  evaluated", lambda s: s["tokens"]["evaluated"], r["evaluated_tokens"])

@@ -169,13 +169,11 @@ class Completer:
         snippets: Sequence[Snippet] | None = None,
         doc: str | None = None,
         span: tuple[int, int] | None = None,
-        background: bool = False,
     ) -> Completion:
         """``index`` (with the document's ``path``) adds ranked snippets from the rest of the workspace;
         ``snippets`` are such snippets chosen elsewhere (by an editor's thin LSP process for the daemon).
         ``doc`` names the document across requests: with reuse on, its window edges stay where they were;
-        ``span`` is (where ``text`` starts in that document, the document's length) when ``text`` is a window.
-        ``background``: work any request cancels (a prefetch); the engine then yields the model sooner."""
+        ``span`` is (where ``text`` starts in that document, the document's length) when ``text`` is a window."""
         s = settings or self.settings
         engine = self.engine
         t0 = time.perf_counter()
@@ -218,7 +216,6 @@ class Completer:
             reuse=s.reuse,
             shift=s.kv_shift,
             heal=prompt.heal,
-            background=background,
         )
         t3 = time.perf_counter()
         raw = gen.text

@@ -749,7 +749,6 @@ class RemoteEngine:
         reuse: bool = True,
         shift: bool = False,
         heal: bytes = b"",
-        background: bool = False,  # a server evaluates the prompt its own way
     ) -> Generation:
         """Stream a greedy completion of ``prompt``; the same checks and result as ``Engine.generate``.
 

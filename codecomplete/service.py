@@ -155,7 +155,7 @@ class CompletionService:
         cancel = kwargs.get("cancel")
         if cancel is not None and cancel.wait(PREFETCH_DELAY_S):  # still typing: leave the model alone
             return None
-        result = self.completer.complete(accepted, at, language, settings=s, doc=doc, background=True, **kwargs)
+        result = self.completer.complete(accepted, at, language, settings=s, doc=doc, **kwargs)
         if result.stop_reason not in ("cancelled", "time_budget"):
             self.cache.store(doc, accepted, at, result.completion, _salt(s), how="prefetch")
             self.stats.prefetched += 1
