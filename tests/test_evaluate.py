@@ -110,9 +110,11 @@ def test_repo_cases_spread_over_languages_and_kinds(source_tree):
         kind = case.task.task_id.split("/", 1)[0]
         by_slot[case.language, kind] = by_slot.get((case.language, kind), 0) + 1
         assert ".git" not in case.task.problem_id and case.set == "repo" and case.task.test == ""
-        assert case.text == case.task.prefix + "\n" + case.task.suffix
-    assert by_slot == {(lang, kind): 2 for lang in ("go", "javascript", "python")
-                       for kind in ("single-line", "multi-line")}
+        newline = "" if kind == "mid-line" else "\n"  # a mid-line cursor stays inside its line
+        assert case.text == case.task.prefix + newline + case.task.suffix
+    assert set(by_slot) == {(lang, kind) for lang in ("go", "javascript", "python")
+                            for kind in ("single-line", "multi-line", "mid-line")}
+    assert sorted(by_slot.values()) == [1] * 6 + [2] * 3  # 12 over 9 slots, as evenly as possible
     assert len(repo_cases([source_tree], 5, seed=0)) == 5
     with pytest.raises(UserError, match="no source files"):
         repo_cases([source_tree / "notes.txt"], 5, seed=0)
