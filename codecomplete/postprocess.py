@@ -10,7 +10,8 @@ no tokens are spent past the end) and cut the final text (`postprocess`): cuttin
 fired and post-processing gives the same suggestion as post-processing everything the model would
 have written. A line still being generated is only judged by rules that cannot change their mind as
 it grows (`single_line` and a dedent); the rest wait for its newline. Text rules then tidy the cut
-text (trailing whitespace, overlap with the rest of the cursor line, a repeat of the line above).
+text (trailing whitespace, overlap with the rest of the cursor line). Each rule is kept because
+`codecomplete eval --ablate` shows it changing answers for the better (see the README).
 
 Every rule has a public name in `RULES`; both entry points take a set of names to skip, so that
 `codecomplete eval --ablate` can measure what each rule is worth from one unprocessed generation.
@@ -179,17 +180,6 @@ def _iter_lines(text: str) -> Iterator[str]:
         yield text[start:end]
         start = end + 1
     yield text[start:]
-
-
-def _line_above(prefix: str) -> str | None:
-    """The last non-blank line of the prefix before the cursor line."""
-    end = prefix.rfind("\n")
-    while end > 0:
-        start = prefix.rfind("\n", 0, end) + 1
-        if prefix[start:end].strip():
-            return prefix[start:end]
-        end = start - 1
-    return None
 
 
 def _first_word(text: str) -> str:
@@ -466,10 +456,13 @@ def _find_cut(text: str, env: _Env, final: bool, disabled: frozenset[str]) -> _C
 
 
 def _strip_trailing_whitespace(text: str, env: _Env) -> str:
-    """Trailing blanks go; the first line's leading whitespace stays as generated.
+    """Trailing blanks go, and a suggestion of only whitespace is none; the first line's leading whitespace
+    stays as generated.
 
     Before a non-blank rest of the cursor line the end is left alone: there it separates words.
     """
+    if not text.strip():
+        return ""
     lines = text.split("\n")
     body = "\n".join([line.rstrip() for line in lines[:-1]] + [lines[-1]])
     return body if env.ctx.situation.line_suffix.strip() else body.rstrip()
@@ -494,29 +487,10 @@ def _drop_line_suffix_overlap(text: str, env: _Env) -> str:
     return text
 
 
-def _drop_repeat_of_line_above(text: str, env: _Env) -> str:
-    """A suggestion that only retypes the line above is never useful.
-
-    Indentation counts: a closer below a closer one level deeper is the next block's end, not a repeat.
-    """
-    situation = env.ctx.situation
-    content = [line for line in (situation.line_prefix + text + situation.line_suffix).split("\n") if line.strip()]
-    above = _line_above(env.ctx.prefix)
-    if text.strip() and len(content) == 1 and above is not None and content[0].rstrip() == above.rstrip():
-        return ""
-    return text
-
-
-def _drop_blank(text: str, env: _Env) -> str:
-    return text if text.strip() else ""
-
-
 # (name, rule, the reason it reports when it changes the text; None keeps the line rules' reason)
 _TEXT_RULES: tuple[tuple[str, Callable[[str, _Env], str], str | None], ...] = (
     ("trailing_whitespace", _strip_trailing_whitespace, None),
     ("line_suffix_overlap", _drop_line_suffix_overlap, "suffix_overlap"),
-    ("repeat_of_line_above", _drop_repeat_of_line_above, "repeats_previous_line"),
-    ("drop_blank", _drop_blank, None),
 )
 
 # Every rule's name, in the order the rules run: what `disabled` takes and `eval --ablate` reports.
@@ -545,7 +519,7 @@ def stop_reason(text: str, ctx: Context, disabled: frozenset[str] = frozenset())
 
 def postprocess(text: str, ctx: Context, disabled: frozenset[str] = frozenset()) -> tuple[str, str | None]:
     """The final suggestion, and which rule cut it last ('single_line', 'block_end', 'suffix_overlap',
-    'repetition', 'repeats_previous_line'), or None if nothing was cut. Rules named in `disabled` (see
+    'repetition'), or None if nothing was cut. Rules named in `disabled` (see
     `RULES`) are skipped: with all of them disabled the text comes back as it is."""
     disabled = check_rules(disabled)
     env = _env(ctx)

@@ -53,7 +53,7 @@ def test_json_fields_are_present_and_consistent() -> None:
     cursor = text.index("    \n\ndef main") + 4
     assert (data["prompt"] + data["token_healing"]).endswith(text[:cursor][-40:])
     assert data["stop_reason"] in ("eot", "eos", "max_tokens", "time_budget", "single_line", "block_end",
-                                   "suffix_overlap", "repetition", "repeats_previous_line")
+                                   "suffix_overlap", "repetition")
     assert data["completion"].strip()
 
 

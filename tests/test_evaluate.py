@@ -233,7 +233,7 @@ def test_ablation_rows_compare_each_rule_with_all_of_them():
                                 "without", "delta", "edit-sim", "without", "delta"]
     assert table[2].split() == ["single-line", "prefix", "off", "dedent", "4", "1.000", "0.000", "+1.000", "1.000",
                                 "0.000", "+1.000", "1.000", table[2].split()[-2], table[2].split()[-1]]
-    assert table[10].split()[3:8] == ["all", "4", "1.000", "0.000", "+1.000"]
+    assert table[len(RULES) + 1].split()[3:8] == ["all", "4", "1.000", "0.000", "+1.000"]
 
 
 def test_ablate_with_postprocess_is_a_one_line_error(capsys):

@@ -540,39 +540,6 @@ TRAILING_WHITESPACE = [
     Case("go-trailing", "go", "func f() {\n█\n", "\tx := 1 \n\t_ = x\t\n", "\tx := 1\n\t_ = x", None),
 ]
 
-REPEATS_LINE_ABOVE = [
-    Case("py-repeat", "python", "    x = compute()\n    █\n", "x = compute()", "", "repeats_previous_line"),
-    Case(
-        "py-repeat-over-blank-line",
-        "python",
-        "    x = compute()\n\n    █\n",
-        "x = compute()\n",
-        "",
-        "repeats_previous_line",
-    ),
-    Case(
-        "py-repeat-then-more-kept",
-        "python",
-        "def f():\n    x = compute()\n    █\n",
-        "x = compute()\n    y = 2",
-        "x = compute()\n    y = 2",
-        None,
-    ),
-    Case("js-repeat", "javascript", "  count++;\n  █\n", "count++;", "", "repeats_previous_line", SINGLE),
-    Case(
-        "js-closer-below-deeper-closer-kept",
-        "javascript",
-        "function f() {\n  if (x) {\n    y();\n  }\n█\n",
-        "}\n",
-        "}",
-        "block_end",
-    ),
-    Case("js-repeat-mid-line", "javascript", "  foo(a);\n  foo(█);\n", "a", "", "repeats_previous_line", SINGLE),
-    Case("go-repeat", "go", "\tdefer f.Close()\n\t█\n", "defer f.Close()\n", "", "repeats_previous_line", SINGLE),
-    Case(
-        "go-no-repeat", "go", "\tdefer f.Close()\n\t█\n", "defer g.Close()\n", "defer g.Close()", "single_line", SINGLE
-    ),
-]
 
 REPETITION = [
     Case(
@@ -617,7 +584,7 @@ REPETITION = [
     ),
 ]
 
-ALL_CASES = SINGLE_VS_MULTI + BLOCK_END + SUFFIX_OVERLAP + TRAILING_WHITESPACE + REPEATS_LINE_ABOVE + REPETITION
+ALL_CASES = SINGLE_VS_MULTI + BLOCK_END + SUFFIX_OVERLAP + TRAILING_WHITESPACE + REPETITION
 
 
 def _check(case: Case) -> None:
@@ -644,18 +611,13 @@ def test_trailing_whitespace(case: Case) -> None:
     _check(case)
 
 
-@pytest.mark.parametrize("case", REPEATS_LINE_ABOVE, ids=lambda c: c.id)
-def test_repeats_line_above(case: Case) -> None:
-    _check(case)
-
-
 @pytest.mark.parametrize("case", REPETITION, ids=lambda c: c.id)
 def test_repetition(case: Case) -> None:
     _check(case)
 
 
 def test_every_rule_has_python_javascript_and_go_cases() -> None:
-    for table in (SINGLE_VS_MULTI, BLOCK_END, SUFFIX_OVERLAP, TRAILING_WHITESPACE, REPEATS_LINE_ABOVE, REPETITION):
+    for table in (SINGLE_VS_MULTI, BLOCK_END, SUFFIX_OVERLAP, TRAILING_WHITESPACE, REPETITION):
         assert {"python", "javascript", "go"} <= {case.language for case in table}
 
 
@@ -822,12 +784,9 @@ WITHOUT_RULE = [
     _without("line_suffix_overlap", "py-same-line-closer", "x)", "block_end"),
     _without("line_suffix_overlap", "js-same-line", "a, b);", "block_end"),
     _without("line_suffix_overlap", "go-same-line", "a, b)", "block_end"),
-    _without("repeat_of_line_above", "py-repeat", "x = compute()", None),
-    _without("repeat_of_line_above", "js-repeat", "count++;", None),
-    _without("repeat_of_line_above", "go-repeat", "defer f.Close()", "single_line"),
-    ("drop_blank", Case("py-blank", "python", "x = █y\n", "  ", "  ", None, SINGLE)),
-    _without("drop_blank", "whitespace-only-before-rest-of-line", "   ", None),
-    ("drop_blank", Case("go-blank", "go", "\tn := █x\n", "  ", "  ", None, SINGLE)),
+    ("trailing_whitespace", Case("py-blank", "python", "x = █y\n", "  ", "  ", None, SINGLE)),
+    _without("trailing_whitespace", "whitespace-only-before-rest-of-line", "   ", None),
+    ("trailing_whitespace", Case("go-blank", "go", "\tn := █x\n", "  ", "  ", None, SINGLE)),
 ]
 
 
@@ -872,7 +831,7 @@ def test_with_every_rule_disabled_the_text_comes_back_unchanged() -> None:
 
 
 def test_rules_have_distinct_names() -> None:
-    assert len(set(RULES)) == len(RULES) == 9
+    assert len(set(RULES)) == len(RULES) == 7
 
 
 def test_an_unknown_rule_is_a_one_line_error() -> None:
