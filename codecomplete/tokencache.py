@@ -32,7 +32,6 @@ class IncrementalTokenizer:
         self._recent: collections.OrderedDict[str, list[int]] = collections.OrderedDict()
         self._piece_length: dict[int, int] = {}
         self.spliced = 0  # texts tokenized by splicing, for tests and figures
-        self.enabled = True
         self.enabled = self._agrees_on_probe()
 
     def __getattr__(self, name: str) -> Any:
