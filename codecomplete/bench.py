@@ -66,6 +66,7 @@ FULL_OVERHEAD_REQUESTS, QUICK_OVERHEAD_REQUESTS = 100, 8
 QUICK_TOKEN_BUDGET = 384
 # A naive server has no time budget; with one, a slow baseline would answer "nothing" fast and look good.
 BENCH_TIME_BUDGET_MS = 60_000
+READ_AHEAD_PATIENCE_S = 30.0
 
 TARGETS = {"latency_p50": 0.35, "latency_p99": 0.6, "reuse_ratio": 0.85, "large_file_overhead_p99_ms": 5.0}
 LOAD_TIMEOUT_S = 600.0
@@ -219,6 +220,7 @@ class RunResult:
     peak_rss_mb: float | None = None
     status: dict[str, Any] = field(default_factory=dict)
     large_file: list[RequestRecord] = field(default_factory=list)
+    read_ahead_ms: dict[str, float] = field(default_factory=dict)  # per opened file: open → read ahead
 
 
 def _plain(obj: Any) -> Any:
@@ -349,12 +351,18 @@ class Session:
             await asyncio.sleep(0.1)
         raise UserError(f"{self.label} server did not load the model within {LOAD_TIMEOUT_S:.0f}s")
 
-    def open(self, uri: str, language: str, text: str) -> None:
+    async def open(self, uri: str, language: str, text: str) -> float:
+        """Open a document and wait while the server reads it ahead, as a person looks at a file before typing
+        in it; returns how long that took (ms)."""
         self._versions[uri] = 1
         self.client.text_document_did_open(
             types.DidOpenTextDocumentParams(types.TextDocumentItem(uri=uri, language_id=language, version=1,
                                                                    text=text))
         )
+        opened = time.perf_counter()
+        while (await self.status()).get("reading_ahead") and time.perf_counter() - opened < READ_AHEAD_PATIENCE_S:
+            await asyncio.sleep(0.005)
+        return (time.perf_counter() - opened) * 1000
 
     def insert(self, uri: str, position: types.Position, text: str) -> None:
         self._versions[uri] += 1
@@ -449,7 +457,8 @@ def stop_daemon(directory: Path, pid: int | None) -> None:
 
 async def replay_file(session: Session, replay: Replay, realtime: bool, result: RunResult) -> None:
     """Type one file's slice; ask at every pause; record each request with the server's own account."""
-    session.open(replay.uri, replay.language, replay.before + replay.after)
+    result.read_ahead_ms[replay.name] = await session.open(replay.uri, replay.language,
+                                                           replay.before + replay.after)
     await session.new_entries()
     cursor = Cursor(replay.before, session.encoding)
     due = time.perf_counter()
@@ -479,7 +488,7 @@ async def large_file_overhead(session: Session, n_requests: int, result: RunResu
     """The daemon's own cost per request on a 3,000-line file: type at two places, ask after each key."""
     text = large_python_text()
     uri = "file:///codecomplete-bench/large_file.py"
-    session.open(uri, "python", text)
+    result.read_ahead_ms["large_file.py"] = await session.open(uri, "python", text)
     lines = text.splitlines()
     spots = [len(lines) - 40, len(lines) // 2]  # bottom first: typing there does not move the other spot
     per_spot = -(-n_requests // len(spots))
@@ -580,15 +589,17 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "overhead_ms": {part: percentiles([o[part] for o in overheads], (50, 99))
                         for part in ("server", "protocol", "total")},
         "peak_rss_mb": round(result.peak_rss_mb, 1) if result.peak_rss_mb else None,
+        "read_ahead_ms": {name: round(ms, 1) for name, ms in result.read_ahead_ms.items()},
     }
 
 
-def large_file_summary(records: Sequence[RequestRecord]) -> dict[str, Any]:
+def large_file_summary(records: Sequence[RequestRecord], read_ahead_ms: float | None) -> dict[str, Any]:
     overheads = [o for r in records if (o := _overhead(r))]
     return {
         "lines": LARGE_FILE_LINES,
         "requests": len(records),
         "model_requests": len(overheads),
+        "read_ahead_ms": round(read_ahead_ms, 1) if read_ahead_ms is not None else None,
         **{part: percentiles([o[part] for o in overheads], (50, 99))
            for part in ("total", "context", "tokenize", "postprocess", "server", "protocol")},
     }
@@ -696,7 +707,8 @@ def render_table(report: dict[str, Any]) -> str:
     if large:
         out.append(f"daemon overhead on a {large['lines']}-line file ({large['model_requests']} requests): "
                    + ", ".join(f"{part} p50 {_fmt(large[part]['p50'])} / p99 {_fmt(large[part]['p99'])} ms"
-                               for part in ("total", "context", "tokenize", "postprocess", "protocol")))
+                               for part in ("total", "context", "tokenize", "postprocess", "protocol"))
+                   + f"; read ahead on open in {_fmt(large['read_ahead_ms'])} ms")
     same = comparison["same_answer"]
     out.append(f"same answer with and without reuse: {same['identical']} of {same['model_pairs']} "
                "requests both answered from the model")
@@ -763,7 +775,8 @@ async def bench(replays: Sequence[Replay], options: dict[str, Any], *, realtime:
                                        overhead_requests if reuse else 0, daemon)
         echo(f"{label}: done in {time.monotonic() - started:.0f}s")
     ours, base = summarize(runs["ours"]), summarize(runs["baseline"])
-    large = large_file_summary(runs["ours"].large_file) if overhead_requests else None
+    large = (large_file_summary(runs["ours"].large_file, runs["ours"].read_ahead_ms.get("large_file.py"))
+             if overhead_requests else None)
     status = runs["ours"].status
     return {
         "model": status.get("model_name") or status.get("model"),

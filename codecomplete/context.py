@@ -87,10 +87,11 @@ _BLOCK_COMMENT_END = re.compile(rb"(\*/|\]=*\])\s*$")
 _OPENER_WORD = re.compile(r"\b(then|do|else|repeat)$|\bfunction\b[^()]*\([^()]*\)$")
 _CLOSING_ONLY = re.compile(r"[\s)\]};]*")
 
-# The tree is parsed only this far past the cursor. The suffix window rarely reaches further, and an edit
-# that leaves a bracket or string open makes tree-sitter's error recovery re-scan up to the end of what it
-# parses: on a 3,000-line file that was 5-9 ms per keystroke, bounded like this about 1 ms.
-PARSE_BELOW = 8192
+# The tree is parsed only this far past the cursor. An edit that leaves a bracket or string open makes
+# tree-sitter's error recovery re-scan up to the end of what it parses, about 0.4 ms per KB: on a 3,000-line
+# file that was 5-9 ms per keystroke unbounded, 3 ms at 8 KB, under 1 ms at 2 KB. 2 KB holds a prefix-only
+# suffix window (10 % of the budget) and two thirds of a FIM one; past it the window's end snaps to lines.
+PARSE_BELOW = 2048
 
 
 def parse_end(text: str, offset: int) -> int:

@@ -244,7 +244,9 @@ class Engine:
             size = -n
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+        """From the piece table: a ctypes call per token would cost milliseconds on a whole window."""
+        pieces = self._piece_table()[0]
+        return b"".join(pieces[t] for t in tokens).decode("utf-8", "replace")
 
     def _piece_table(self) -> tuple[list[bytes], list[bytes], list[int], dict[bytes, int]]:
         """Every token's bytes, also sorted (for prefix ranges) and by value; built once, for token healing."""

@@ -32,6 +32,10 @@ _REPO_HEADER_SLACK = 16
 _CUT_SHORT = ("time_budget", "cancelled")  # max_tokens is the caller's explicit choice
 _EDGE_ANCHOR = 48  # at most this much of the line inside a remembered window edge must be unchanged to keep it
 _REMEMBERED_DOCUMENTS = 64
+# Lines' token counts remembered (windows are budgeted line by line); a document longer than half of it is
+# not read ahead on open.
+COUNT_MEMO = 65536
+WARM_MAX_LINES = COUNT_MEMO // 2
 
 
 class WindowMemory:
@@ -151,9 +155,24 @@ class Completer:
         self.settings = settings
         self.family = detect_family(engine)
         # Windows are budgeted line by line, and between keystrokes almost every line is unchanged.
-        self.count_tokens = functools.lru_cache(maxsize=65536)(engine.count_tokens)
+        self.count_tokens = functools.lru_cache(maxsize=COUNT_MEMO)(engine.count_tokens)
         self.windows = WindowMemory()
         self.tok = IncrementalTokenizer(engine) if isinstance(engine, Engine) else engine
+
+    def warm(self, text: str, cancel: threading.Event | None = None) -> None:
+        """Count and tokenize a just-opened document's lines ahead of requests, so the first window cut from it,
+        anywhere, costs what a keystroke costs. Stops when ``cancel`` is set; very long files are left to
+        demand (their lines would crowd the memo)."""
+        lines = text.split("\n")
+        if len(lines) > WARM_MAX_LINES:
+            return
+        count = self.count_tokens
+        for i, line in enumerate(lines):  # as the windows count them: each line with its newline
+            if i % 64 == 0 and cancel is not None and cancel.is_set():
+                return
+            count(line + "\n" if i < len(lines) - 1 else line)
+        if isinstance(self.tok, IncrementalTokenizer):
+            self.tok.warm(text, cancel)
 
     def complete(
         self,

@@ -161,6 +161,12 @@ class CompletionService:
             self.stats.prefetched += 1
         return result
 
+    def warm(self, text: str, cancel: threading.Event | None = None) -> None:
+        """Read a just-opened document ahead (see ``Completer.warm``); callers run it when the model is idle."""
+        if self.ready:
+            assert self.completer is not None
+            self.completer.warm(text, cancel)
+
     def _record(self, result: Completion, start: float) -> None:
         self.stats.requests += 1
         self.last = result

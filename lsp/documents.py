@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import tree_sitter
 from lsprotocol import types
 
@@ -60,16 +61,29 @@ class Document:
         end = len(self.text) if offset is None else parse_end(self.text, offset)
         if self._stale or self.tree is None or end != self._parsed_to:
             data = self.text.encode("utf-8")
-            end_byte = len(data) if end == len(self.text) else len(self.text[:end].encode("utf-8"))
-            self._parser.included_ranges = [tree_sitter.Range((0, 0), _point(self.text, end), 0, end_byte)]
+            end_byte = len(data) if end == len(self.text) else self._byte(end)
+            self._parser.included_ranges = [tree_sitter.Range((0, 0), self._point(end), 0, end_byte)]
             self.tree = self._parser.parse(data, self.tree) if self.tree is not None else self._parser.parse(data)
             self._stale = False
             self._parsed_to = end
         return self.tree
 
+    def parse_whole(self, text: str) -> Any:
+        """A tree for ``text`` (this document's text when called) from a parser of its own, so it may run in
+        another thread: tree-sitter releases the GIL while it parses. None without a grammar."""
+        if not self.parseable or get_parser(self.language) is None:
+            return None
+        return tree_sitter.Parser(get_parser(self.language).language).parse(text.encode("utf-8"))
+
+    def adopt(self, text: str, tree: Any) -> None:
+        """Take a tree from ``parse_whole`` unless the text changed meanwhile or a request parsed already."""
+        if self.text is text and self.tree is None:
+            self.tree, self._stale, self._parsed_to = tree, False, len(text)
+
     # --- positions -----------------------------------------------------------------------------------
 
-    def line_starts(self) -> list[int]:
+    def line_starts(self) -> np.ndarray:
+        """Character offsets of the line starts (an array: an edit shifts the lines below in place)."""
         if self._line_starts is None:
             starts = [0]
             find = self.text.find
@@ -77,13 +91,13 @@ class Document:
             while i >= 0:
                 starts.append(i + 1)
                 i = find("\n", i + 1)
-            self._line_starts = starts
+            self._line_starts = np.array(starts, dtype=np.int64)
         return self._line_starts
 
     def line_text(self, line: int) -> str:
         starts = self.line_starts()
-        end = starts[line + 1] - 1 if line + 1 < len(starts) else len(self.text)
-        return self.text[starts[line] : end].rstrip("\r")
+        end = int(starts[line + 1]) - 1 if line + 1 < len(starts) else len(self.text)
+        return self.text[int(starts[line]) : end].rstrip("\r")
 
     def offset_at(self, position: types.Position, encoding: str) -> int:
         """Character offset of an LSP position in the negotiated encoding; UserError when outside the text."""
@@ -91,27 +105,39 @@ class Document:
         if not 0 <= position.line < len(starts):
             raise UserError(f"line {position.line} is past the end of the document ({len(starts)} lines)")
         line = self.line_text(position.line)
+        first = int(starts[position.line])
         target = position.character
+        if line.isascii():  # one unit per character in every encoding
+            if target <= len(line):
+                return first + target
+            raise UserError(f"character {target} is past the end of line {position.line}")
         units = 0
         for i, ch in enumerate(line):
             if units >= target:
-                return starts[position.line] + i
+                return first + i
             units += _units(ch, encoding)
         if units >= target:
-            return starts[position.line] + len(line)
+            return first + len(line)
         raise UserError(f"character {target} is past the end of line {position.line}")
 
     def position_at(self, offset: int, encoding: str) -> types.Position:
-        starts = self.line_starts()
-        lo, hi = 0, len(starts) - 1
-        while lo < hi:  # last line start <= offset
-            mid = (lo + hi + 1) // 2
-            if starts[mid] <= offset:
-                lo = mid
-            else:
-                hi = mid - 1
-        column = sum(_units(ch, encoding) for ch in self.text[starts[lo] : offset])
-        return types.Position(line=lo, character=column)
+        line = self._row(offset)
+        column = sum(_units(ch, encoding) for ch in self.text[int(self.line_starts()[line]) : offset])
+        return types.Position(line=line, character=column)
+
+    def _row(self, offset: int) -> int:
+        """The line an offset is on: the last line start at or before it."""
+        return int(np.searchsorted(self.line_starts(), offset, side="right")) - 1
+
+    def _point(self, offset: int, row: int | None = None) -> tuple[int, int]:
+        """tree-sitter point (row, byte column) of a character offset."""
+        row = self._row(offset) if row is None else row
+        line_start = int(self.line_starts()[row])
+        column = offset - line_start if self.text.isascii() else len(self.text[line_start:offset].encode("utf-8"))
+        return row, column
+
+    def _byte(self, offset: int) -> int:
+        return offset if self.text.isascii() else len(self.text[:offset].encode("utf-8"))
 
     # --- edits ---------------------------------------------------------------------------------------
 
@@ -128,32 +154,29 @@ class Document:
         end = self.offset_at(rng.end, encoding)
         if end < start:
             raise UserError("change range ends before it starts")
-        if self.tree is not None:
-            self._edit_tree(start, end, change.text)
-        self.text = self.text[:start] + change.text + self.text[end:]
-        if self._line_starts is not None:  # patched, not recounted: a keystroke on a long file stays cheap
-            starts = self._line_starts
-            first, last = rng.start.line, rng.end.line
-            inserted = [start + i + 1 for i, ch in enumerate(change.text) if ch == "\n"]
-            delta = len(change.text) - (end - start)
-            self._line_starts = starts[: first + 1] + inserted + [x + delta for x in starts[last + 1 :]]
-
-    def _edit_tree(self, start: int, end: int, new_text: str) -> None:
-        text = self.text
-        start_byte = len(text[:start].encode("utf-8"))
-        old_end_byte = start_byte + len(text[start:end].encode("utf-8"))
-        new_end_byte = start_byte + len(new_text.encode("utf-8"))
-        start_point = _point(text, start)
-        old_end_point = _point(text, end)
-        new_end_point = _point(text[:start] + new_text, start + len(new_text))
-        self.tree.edit(start_byte, old_end_byte, new_end_byte, start_point, old_end_point, new_end_point)
-        self._stale = True
-
-
-def _point(text: str, offset: int) -> tuple[int, int]:
-    """tree-sitter point (row, byte column) of a character offset."""
-    line_start = text.rfind("\n", 0, offset) + 1
-    return text.count("\n", 0, offset), len(text[line_start:offset].encode("utf-8"))
+        new = change.text
+        first, last = rng.start.line, rng.end.line
+        if self.tree is not None:  # points from the range's lines: no scan of the text for them
+            start_byte, (start_point, old_end_point) = self._byte(start), (self._point(start, first),
+                                                                           self._point(end, last))
+            old_end_byte = start_byte + len(self.text[start:end].encode("utf-8"))
+            new_bytes = new.encode("utf-8")
+            newline = new.rfind("\n")
+            new_end_point = ((first, start_point[1] + len(new_bytes)) if newline < 0 else
+                             (first + new.count("\n"), len(new[newline + 1 :].encode("utf-8"))))
+            self.tree.edit(start_byte, old_end_byte, start_byte + len(new_bytes), start_point, old_end_point,
+                           new_end_point)
+            self._stale = True
+        self.text = self.text[:start] + new + self.text[end:]
+        delta = len(new) - (end - start)
+        starts = self._line_starts
+        if starts is None:
+            return
+        if first == last and "\n" not in new:  # a keystroke: shift the lines below in place
+            starts[last + 1 :] += delta
+        else:
+            inserted = np.array([start + i + 1 for i, ch in enumerate(new) if ch == "\n"], dtype=np.int64)
+            self._line_starts = np.concatenate((starts[: first + 1], inserted, starts[last + 1 :] + delta))
 
 
 class Documents:
