@@ -196,6 +196,7 @@ class CompletionService:
 
     def status(self) -> dict[str, Any]:
         info = self.completer.engine.info if self.completer else None
+        tok = self.completer.tok if self.completer else None
         return {
             "state": self.state,
             "error": self.error,
@@ -207,5 +208,7 @@ class CompletionService:
             "latencies_ms": [round(x, 1) for x in self.latencies_ms],
             "last_latency_ms": round(self.latencies_ms[-1], 1) if self.latencies_ms else None,
             "stats": vars(self.stats).copy(),
+            # Prompt text chunks tokenized by llama.cpp vs taken from memory (see tokencache).
+            "chunks": {"fresh": getattr(tok, "fresh", 0), "reused": getattr(tok, "reused", 0)},
             "recent": list(self.recent),
         }

@@ -41,6 +41,7 @@ class Document:
     _line_starts: list[int] | None = field(default=None, repr=False)
     _parser: Any = field(default=None, repr=False)  # this document's own: its included range is per cursor
     _parsed_to: int = field(default=-1, repr=False)  # character offset the current tree covers
+    unbilled_ms: float = field(default=0.0, repr=False)  # time spent on changes since the last request
 
     @property
     def parseable(self) -> bool:

@@ -12,10 +12,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import logging
 import os
 import sys
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -48,10 +52,30 @@ LAST_COMPLETION_METHOD = "codecomplete/lastCompletion"
 # llama.vim's rule: an automatic request with this much text right of the cursor is rarely wanted.
 MAX_AUTO_RIGHT_CHARS = 8
 _EMPTY = types.InlineCompletionList(items=[])
+# The message being handled: when it began to arrive (perf_counter; 0 when unknown) and its request id.
+ARRIVED: contextvars.ContextVar[float] = contextvars.ContextVar("arrived", default=0.0)
+REQUEST_ID: contextvars.ContextVar[Any] = contextvars.ContextVar("request_id", default=None)
 
 
 class _Protocol(LanguageServerProtocol):
-    """Prefers UTF-8 positions whenever the client offers them (no UTF-16 conversions at all then)."""
+    """Prefers UTF-8 positions whenever the client offers them (no UTF-16 conversions at all then), and times
+    each message from its arrival to its answer being written (the keystroke's own cost, see ``_account``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrived_at = 0.0  # set by the stdio reader when a message's first line arrives
+        self.on_sent: dict[Any, Any] = {}  # request id → called once its answer is written
+
+    def handle_message(self, message: Any) -> None:
+        ARRIVED.set(self.arrived_at)  # pygls runs each handler in a copy of this context
+        REQUEST_ID.set(getattr(message, "id", None))
+        super().handle_message(message)
+
+    def _send_response(self, msg_id: Any, result: Any = None, error: Any = None) -> None:
+        super()._send_response(msg_id, result, error)
+        done = self.on_sent.pop(msg_id, None)
+        if done is not None:
+            done()
 
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams):
@@ -208,6 +232,7 @@ async def _load_model(ls: CodecompleteServer) -> None:
             token = None
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(ls.model_thread, ls.service.load)
+    gc.freeze()  # the model's and the libraries' objects live as long as the server: keep them out of collections
     status = ls.service.status()
     if token:
         message = "ready" if ls.service.ready else f"error: {status['error']}"
@@ -231,6 +256,7 @@ async def on_configuration(ls: CodecompleteServer, params: types.DidChangeConfig
 def on_open(ls: CodecompleteServer, params: types.DidOpenTextDocumentParams) -> None:
     item = params.text_document
     doc = ls.documents.open(item)
+    doc.line_starts()  # now rather than in the first keystroke's time
     path = _fs_path(item.uri)
     if ls.index is not None and path:
         ls.index.update_document(path, item.text, item.language_id)
@@ -261,6 +287,7 @@ def _read_ahead(ls: CodecompleteServer, doc: Document) -> None:
 
 def _done_reading(ls: CodecompleteServer) -> None:
     ls.reading_ahead -= 1
+    gc.freeze()  # what was read stays: later collections need not walk its memos (a full walk took ~30 ms)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -280,6 +307,8 @@ def on_change(ls: CodecompleteServer, params: types.DidChangeTextDocumentParams)
     if ls.index is not None and path:
         ls.index.update_document(path, doc.text)
         ls.index.mark_edited(path)
+    if ARRIVED.get():
+        doc.unbilled_ms += (time.perf_counter() - ARRIVED.get()) * 1000
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
@@ -307,6 +336,8 @@ async def _suggest(
     service = ls.service
     if doc is None or not service.ready or not service.settings.language_enabled(doc.language):
         return None
+    arrived, request_id, changes_ms = ARRIVED.get(), REQUEST_ID.get(), doc.unbilled_ms
+    doc.unbilled_ms = 0.0
     enc = ls.encoding
     try:
         offset = doc.offset_at(position, enc)
@@ -333,7 +364,8 @@ async def _suggest(
     lookup = getattr(service, "lookup", None)  # in-process: cached answers skip the model queue
     cached = lookup(text, offset, doc.language, doc=uri) if lookup else None
     if cached is not None:
-        _prefetch(ls, uri, doc.language, text, offset, cached.completion)
+        _when_sent(ls, request_id, _accounting(arrived, changes_ms, cached.timings_ms),
+                   partial(_prefetch, ls, uri, doc.language, text, offset, cached.completion))
         return _answer(doc, enc, start, cached.completion, replace)
     cancel = threading.Event()
     ls.inflight[uri] = cancel
@@ -355,8 +387,34 @@ async def _suggest(
             del ls.inflight[uri]
     if cancel.is_set():
         return None
-    _prefetch(ls, uri, doc.language, text, offset, result.completion)
+    _when_sent(ls, request_id, _accounting(arrived, changes_ms, getattr(result, "timings_ms", None)),
+               partial(_prefetch, ls, uri, doc.language, text, offset, result.completion))
     return _answer(doc, enc, start, result.completion, replace)
+
+
+def _when_sent(ls: CodecompleteServer, request_id: Any, *work: Callable[[], None] | None) -> None:
+    """Run ``work`` right after the answer to ``request_id`` is written: the answer goes out before a prefetch
+    can take the GIL."""
+    todo = [w for w in work if w is not None]
+    if request_id is None:
+        for w in todo:
+            w()
+        return
+    ls.protocol.on_sent[request_id] = lambda: [w() for w in todo]
+
+
+def _accounting(arrived: float, changes_ms: float, timings: dict[str, float] | None) -> Callable[[], None] | None:
+    """What adds the server's own time for this keystroke to the request's timings once the answer is written
+    (``daemon``): its document changes since the last request and the request from its arrival to its answer
+    written, less llama.cpp's prompt evaluation and generation. The client's and the pipe's time are not in it."""
+    if not arrived or timings is None:
+        return None
+    llama = timings.get("prompt_eval", 0.0) + timings.get("generate", 0.0)
+
+    def written() -> None:
+        timings["daemon"] = changes_ms + (time.perf_counter() - arrived) * 1000 - llama
+
+    return written
 
 
 def _prefetch(ls: CodecompleteServer, uri: str, language: str | None, text: str, offset: int, suggestion: str) -> None:
@@ -464,6 +522,27 @@ def run(tcp: str | None = None, daemon: bool = True) -> None:
         _serve_stdio(server)
 
 
+class _Stamping:
+    """A message reader that notes when each message's first line arrives (``_Protocol.arrived_at``)."""
+
+    def __init__(self, reader: Any, protocol: _Protocol) -> None:
+        self._reader = reader
+        self._protocol = protocol
+        self._between = True  # the next line read starts a message
+
+    async def readline(self) -> bytes:
+        line = await self._reader.readline()
+        if self._between:
+            self._protocol.arrived_at = time.perf_counter()
+            self._between = False
+        return line
+
+    async def readexactly(self, n: int) -> bytes:
+        body = await self._reader.readexactly(n)
+        self._between = True
+        return body
+
+
 def _serve_stdio(ls: CodecompleteServer) -> None:
     """pygls's stdio reader hands every header line and body to a thread pool (three hand-offs per message,
     six per keystroke); reading the pipe on the event loop takes that out of each keystroke's latency.
@@ -477,8 +556,8 @@ def _serve_stdio(ls: CodecompleteServer) -> None:
         except ValueError:
             reader = StdinAsyncReader(sys.stdin.buffer, ls.thread_pool)
         ls.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
-        await run_async(stop_event=ls._stop_event, reader=reader, protocol=ls.protocol, logger=log,
-                        error_handler=ls.report_server_error)
+        await run_async(stop_event=ls._stop_event, reader=_Stamping(reader, ls.protocol), protocol=ls.protocol,
+                        logger=log, error_handler=ls.report_server_error)
 
     ls._stop_event = threading.Event()
     try:

@@ -90,3 +90,18 @@ def test_crlf_lines() -> None:
     doc = Document(uri="file:///a.py", text="ab\r\ncd\r\n", version=1, language=None)
     assert doc.offset_at(types.Position(0, 2), UTF16) == 2
     assert doc.offset_at(types.Position(1, 1), UTF16) == 5
+
+
+def test_a_tree_parsed_ahead_is_taken_unless_the_text_changed_meanwhile() -> None:
+    text = "def f(x):\n    return x\n"
+    doc = Document(uri="file:///a.py", text=text, version=1, language="python")
+    tree = doc.parse_whole(doc.text)
+    doc.adopt(text, tree)
+    assert doc.syntax_tree() is tree  # taken as is: no parse of the whole text on the first request
+
+    moved = Document(uri="file:///b.py", text=text, version=1, language="python")
+    tree = moved.parse_whole(moved.text)
+    change(moved, 0, 0, "import os\n")  # a keystroke while the tree was being parsed
+    moved.adopt(text, tree)
+    assert moved.tree is None
+    assert str(moved.syntax_tree().root_node) == str(get_parser("python").parse(moved.text.encode()).root_node)

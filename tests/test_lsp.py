@@ -133,6 +133,31 @@ async def test_inline_completion_after_incremental_edits(tmp_path: Path) -> None
         status = await client.protocol.send_request_async("codecomplete/status", {})
         assert status.state == "ready" and status.backend == "CPU"
         assert len(status.latencies_ms) == 1 and status.last_latency_ms > 0
+        # The server's own time for the keystroke, outside llama.cpp, covers at least cutting and tokenizing.
+        timings = status.recent[-1].timings_ms
+        assert timings.daemon >= timings.context + timings.tokenize
+    finally:
+        await client.shutdown_session()
+
+
+async def test_an_opened_file_is_read_ahead_so_a_first_request_anywhere_is_cheap(tmp_path: Path) -> None:
+    """After didOpen the server tokenizes the document's lines in the background: the first request in the
+    middle of a long file takes its prompt's chunks from memory (at most its first and last are new)."""
+    client, _ = await start(tmp_path, options={"maxTokens": 1, "maxTokensSingleLine": 1, "tokenBudget": 1500})
+    try:
+        text = "".join(f"def step_{i}(value):\n    total = value * {i}\n    return total\n\n\n" for i in range(400))
+        open_doc(client, text)
+        for _ in range(200):
+            status = await client.protocol.send_request_async("codecomplete/status", {})
+            if status.reading_ahead == 0 and status.chunks.fresh:
+                break
+            await asyncio.sleep(0.05)
+        before = status.chunks
+        assert before.fresh >= 400  # every function's chunk
+        row = text[: text.index("def step_200")].count("\n") + 1
+        await client.text_document_inline_completion_async(inline_params(row, 4))
+        after = (await client.protocol.send_request_async("codecomplete/status", {})).chunks
+        assert after.fresh - before.fresh <= 2 and after.reused - before.reused >= 100
     finally:
         await client.shutdown_session()
 
