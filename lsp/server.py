@@ -59,7 +59,7 @@ REQUEST_ID: contextvars.ContextVar[Any] = contextvars.ContextVar("request_id", d
 
 class _Protocol(LanguageServerProtocol):
     """Prefers UTF-8 positions whenever the client offers them (no UTF-16 conversions at all then), and times
-    each message from its arrival to its answer being written (the keystroke's own cost, see ``_account``)."""
+    each message from its arrival to its answer being written (the keystroke's own cost, see ``_accounting``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -307,8 +307,9 @@ def on_change(ls: CodecompleteServer, params: types.DidChangeTextDocumentParams)
     if ls.index is not None and path:
         ls.index.update_document(path, doc.text)
         ls.index.mark_edited(path)
-    if ARRIVED.get():
-        doc.unbilled_ms += (time.perf_counter() - ARRIVED.get()) * 1000
+    arrived = ARRIVED.get()
+    if arrived:
+        doc.unbilled_ms += (time.perf_counter() - arrived) * 1000
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
