@@ -38,7 +38,7 @@ class Document:
     language: str | None
     tree: Any = None  # tree_sitter.Tree matching ``text`` once parsed; edited in place on changes
     _stale: bool = field(default=True, repr=False)  # tree edited but not yet re-parsed
-    _line_starts: list[int] | None = field(default=None, repr=False)
+    _line_starts: np.ndarray | None = field(default=None, repr=False)
     _parser: Any = field(default=None, repr=False)  # this document's own: its included range is per cursor
     _parsed_to: int = field(default=-1, repr=False)  # character offset the current tree covers
     unbilled_ms: float = field(default=0.0, repr=False)  # time spent on changes since the last request
@@ -157,17 +157,8 @@ class Document:
             raise UserError("change range ends before it starts")
         new = change.text
         first, last = rng.start.line, rng.end.line
-        if self.tree is not None:  # points from the range's lines: no scan of the text for them
-            start_byte, (start_point, old_end_point) = self._byte(start), (self._point(start, first),
-                                                                           self._point(end, last))
-            old_end_byte = start_byte + len(self.text[start:end].encode("utf-8"))
-            new_bytes = new.encode("utf-8")
-            newline = new.rfind("\n")
-            new_end_point = ((first, start_point[1] + len(new_bytes)) if newline < 0 else
-                             (first + new.count("\n"), len(new[newline + 1 :].encode("utf-8"))))
-            self.tree.edit(start_byte, old_end_byte, start_byte + len(new_bytes), start_point, old_end_point,
-                           new_end_point)
-            self._stale = True
+        if self.tree is not None:
+            self._edit_tree(start, end, first, last, new)
         self.text = self.text[:start] + new + self.text[end:]
         delta = len(new) - (end - start)
         starts = self._line_starts
@@ -179,6 +170,19 @@ class Document:
             inserted = np.array([start + i + 1 for i, ch in enumerate(new) if ch == "\n"], dtype=np.int64)
             self._line_starts = np.concatenate((starts[: first + 1], inserted, starts[last + 1 :] + delta))
 
+    def _edit_tree(self, start: int, end: int, first: int, last: int, new: str) -> None:
+        """Tell the tree that ``new`` replaced characters ``start:end`` (on lines ``first``..``last``); the
+        points come from the range's lines, not from scanning the text for them."""
+        start_byte = self._byte(start)
+        start_point, old_end_point = self._point(start, first), self._point(end, last)
+        old_end_byte = start_byte + len(self.text[start:end].encode("utf-8"))
+        new_bytes = new.encode("utf-8")
+        newline = new.rfind("\n")
+        new_end_point = ((first, start_point[1] + len(new_bytes)) if newline < 0 else
+                         (first + new.count("\n"), len(new[newline + 1 :].encode("utf-8"))))
+        self.tree.edit(start_byte, old_end_byte, start_byte + len(new_bytes), start_point, old_end_point,
+                       new_end_point)
+        self._stale = True
 
 class Documents:
     """The open documents, by URI."""
