@@ -317,7 +317,8 @@ def _snap_start(
         return None if root is not None and _inside_token(root, r) else _line_level(r)
 
     rows = range(first_row, row + 1)
-    chosen = _choose(rows, waste, depth, avail, far)
+    floor = 1 if root is None else _depth_around(root, containers, (first_row, 0), (row, 0))
+    chosen = _choose(rows, waste, depth, avail, far, floor)
     if chosen is None:
         chosen = _choose(rows, waste, line_depth, avail, far)
     return first_row if chosen is None else chosen
@@ -349,7 +350,8 @@ def _snap_end(
         return None if root is not None and _inside_token(root, r + 1) else _line_level(r + 1)
 
     rows = range(last_row, row - 1, -1)
-    chosen = _choose(rows, waste, depth, avail, far)
+    floor = 1 if root is None else _depth_around(root, containers, (row + 1, 0), (last_row + 1, 0))
+    chosen = _choose(rows, waste, depth, avail, far, floor)
     if chosen is None:
         chosen = _choose(rows, waste, line_depth, avail, far)
     return last_row if chosen is None else chosen
@@ -361,6 +363,7 @@ def _choose(
     depth: Callable[[int], int | None],
     avail: int,
     far: bool = False,
+    floor: int = 1,
 ) -> int | None:
     """Pick a boundary row, scanning `rows` from the budget's limit toward the cursor.
 
@@ -368,14 +371,15 @@ def _choose(
     failing that the nearest boundary within _MAX_WASTE_FINE; None when there is none. With `far` (an
     edge the budget forces to move, which then stays put while it fits) the distance moved decides how
     long it stays: the coarsest boundary within _MAX_WASTE that lies at least half as far as the
-    farthest one there, the farthest of those.
+    farthest one there, the farthest of those. `floor` is the least depth any of `rows` can have: the scan
+    stops once nothing further can change the choice (each depth costs a few tree walks).
     """
     found: list[int] = []  # rows each shallower than all found before them: the only useful choices
     shallowest: int | None = None
     candidates: list[tuple[int, int, int]] = []  # with `far`: (row, waste, depth) within _MAX_WASTE
     for r in rows:
         w = waste(r)
-        if w > avail * _MAX_WASTE_FINE:
+        if w > avail * _MAX_WASTE_FINE or (candidates and w > avail * _MAX_WASTE):
             break
         d = depth(r)
         if d is None:
@@ -385,7 +389,7 @@ def _choose(
         if shallowest is None or d < shallowest:
             found.append(r)
             shallowest = d
-            if d == 1 and not far:
+            if d <= floor and not far:
                 break
     if candidates:
         reach = max(w for _, w, _ in candidates) / 2
@@ -466,6 +470,24 @@ def _container_depth(node: tree_sitter.Node, containers: frozenset[str]) -> int 
     """How many containers (the root included) enclose and include `node`; None if it is no container."""
     if node.type not in containers and node.parent is not None:
         return None
+    return _containers_over(node, containers)
+
+
+def _depth_around(root: tree_sitter.Node, containers: frozenset[str], first: tuple[int, int],
+                  last: tuple[int, int]) -> int:
+    """The least depth a window edge at a line start from `first` to `last` can have: the containers over the
+    innermost node straddling them all enclose each of those edges."""
+    node = root.descendant_for_point_range(first, last)
+    while not node.start_point < first <= last < node.end_point:
+        parent = node.parent
+        if parent is None:
+            break
+        node = parent
+    return _containers_over(node, containers)
+
+
+def _containers_over(node: tree_sitter.Node, containers: frozenset[str]) -> int:
+    """How many containers (the root included) enclose and include `node`."""
     depth = 0
     current: tree_sitter.Node | None = node
     while current is not None:

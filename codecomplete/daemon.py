@@ -57,6 +57,7 @@ from .daemon_client import (
     write_endpoint,
 )
 from .errors import UserError, quietly
+from .interrupt import Interrupt
 from .models import resolve_model
 from .net import parse_loopback
 from .service import MODEL_KEYS, CompletionService
@@ -75,8 +76,8 @@ class Unavailable(UserError):
 # --- scheduling ------------------------------------------------------------------------------------------
 
 
-class _Cancel(threading.Event):
-    """The flag a generation checks after every token.
+class _Cancel(Interrupt):
+    """The flag a generation checks after every token (and llama.cpp within an evaluation once it is set).
 
     Set on cancel or supersede; it also reads as set once the job has had its fair slice while a request from
     another client waits — the engine then stops as on a time budget, keeping the complete lines. A
@@ -102,6 +103,12 @@ class _Cancel(threading.Event):
                 and self._scheduler.others_waiting(self._client)):
             self.preempted = True
         return self.preempted
+
+    def make_way(self) -> None:
+        """A request was queued: a background job stops now, within llama.cpp's evaluation too."""
+        if self._background:
+            self.preempted = True
+            self.c_flag.value = b"x"
 
 
 @dataclass(eq=False)
@@ -181,6 +188,8 @@ class Scheduler:
                     running.cancel.set()
             queue.append(job)
             self._update_waiting()
+            if self.running is not None:
+                self.running.cancel.make_way()
             self._cond.notify()
         return job
 

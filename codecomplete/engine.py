@@ -21,11 +21,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 import numpy as np
 
 from .errors import ModelLoadError
+from .interrupt import Interrupt
 
 _log = logging.getLogger("codecomplete.engine")
 
@@ -44,6 +46,20 @@ _VOCAB_TYPES = {0: "none", 1: "spm", 2: "bpe", 3: "wpm", 4: "ugm", 5: "rwkv", 6:
 # Code Llama's 2023 GGUF conversions have no EOT metadata: llama.cpp reports none and does not treat
 # `▁<EOT>` as end-of-generation, so an engine that only stops on EOG runs straight past it.
 _EOT_TEXTS = ("▁<EOT>", "<EOT>")
+# What llama.cpp logs as errors when an Interrupt stops it (GGML_STATUS_ABORTED, llama_decode's 2): we asked.
+_ABORTED = re.compile(r"compute status: 1$|failed to decode, ret = 2$")
+
+
+def _abort_if_nonempty() -> Any:
+    """libc's strlen as llama.cpp's abort callback, on an Interrupt's byte. llama.cpp calls it between graph nodes
+    in its own thread: a Python callback would take the GIL hundreds of times per evaluation, strlen says "set?"
+    without it (nonzero: abort)."""
+    libc = ctypes.cdll.msvcrt if os.name == "nt" else ctypes.CDLL(None)
+    return llama_cpp.ggml_abort_callback(ctypes.cast(libc.strlen, ctypes.c_void_p).value)
+
+
+_ABORT_IF_NONEMPTY = _abort_if_nonempty()
+_NEVER = ctypes.create_string_buffer(2)  # the callback's data when a request has no Interrupt
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,8 @@ def _none_if_negative(token: int) -> int | None:
 def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     """llama.cpp's log lines, into Python logging: errors only, never onto stdout (the LSP channel)."""
     if level == 4:  # GGML_LOG_LEVEL_ERROR (ggml: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 cont)
-        _log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+        line = text.decode("utf-8", "replace").rstrip()
+        _log.log(logging.DEBUG if _ABORTED.search(line) else logging.ERROR, "llama.cpp: %s", line)
 
 
 llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
@@ -305,8 +322,24 @@ class Engine:
         if len(prompt) >= n_ctx:
             raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {n_ctx}-token context")
         max_tokens = min(max_tokens, n_ctx - len(prompt))
+        flag = cancel.c_flag if isinstance(cancel, Interrupt) else _NEVER
         with self._lock:
-            return self._generate_locked(prompt, max_tokens, time_budget_s, cancel, stop, reuse, shift, heal)
+            llama_cpp.llama_set_abort_callback(self._llm._ctx.ctx, _ABORT_IF_NONEMPTY, ctypes.addressof(flag))
+            try:
+                return self._generate_locked(prompt, max_tokens, time_budget_s, cancel, stop, reuse, shift, heal)
+            finally:  # the flag may be freed once this request is done
+                llama_cpp.llama_set_abort_callback(self._llm._ctx.ctx, _ABORT_IF_NONEMPTY, ctypes.addressof(_NEVER))
+
+    def _eval(self, tokens: list[int], cancel: threading.Event | None) -> bool:
+        """Evaluate ``tokens``; False when an Interrupt stopped llama.cpp midway (it drops the partial batch from
+        the KV cache itself, and ``n_tokens`` has not moved)."""
+        try:
+            self._llm.eval(tokens)
+        except RuntimeError:
+            if cancel is not None and cancel.is_set():
+                return False
+            raise
+        return True
 
     def _generate_locked(self, prompt, max_tokens, time_budget_s, cancel, stop, reuse, shift, heal) -> Generation:
         llm = self._llm
@@ -335,7 +368,9 @@ class Engine:
             if reason:
                 break
             end = min(len(prompt), (position // block + 1) * block)
-            llm.eval(prompt[position:end])
+            if not self._eval(prompt[position:end], cancel):
+                reason = "cancelled"
+                break
             evaluated += end - position
             position = end
         self._blocks_done = position // block * block  # generated tokens are evaluated one by one: never reused
@@ -366,8 +401,8 @@ class Engine:
             reason = (stop(text) if stop else None) or interrupted()
             if reason is None and len(generated) >= max_tokens:
                 reason = "max_tokens"
-            if reason is None:
-                llm.eval([token])
+            if reason is None and not self._eval([token], cancel):
+                reason = "cancelled"
         text += decoder.decode(b"", final=True)
         end = time.perf_counter()
         return Generation(

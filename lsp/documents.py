@@ -71,10 +71,13 @@ class Document:
 
     def parse_whole(self, text: str) -> Any:
         """A tree for ``text`` (this document's text when called) from a parser of its own, so it may run in
-        another thread: tree-sitter releases the GIL while it parses. None without a grammar."""
+        another thread: tree-sitter releases the GIL while it parses. None without a grammar. The tree is
+        settled (see ``_settle``) so the first keystroke anywhere in it re-parses as cheaply as later ones."""
         if not self.parseable or get_parser(self.language) is None:
             return None
-        return tree_sitter.Parser(get_parser(self.language).language).parse(text.encode("utf-8"))
+        parser = tree_sitter.Parser(get_parser(self.language).language)
+        data = text.encode("utf-8")
+        return _settle(parser, data, parser.parse(data))
 
     def adopt(self, text: str, tree: Any) -> None:
         """Take a tree from ``parse_whole`` unless the text changed meanwhile or a request parsed already."""
@@ -183,6 +186,35 @@ class Document:
         self.tree.edit(start_byte, old_end_byte, start_byte + len(new_bytes), start_point, old_end_point,
                        new_end_point)
         self._stale = True
+
+# A tree fresh from a whole parse has its long runs of siblings balanced, and the first incremental re-parse
+# near any spot rebuilds them: ~1.2 ms for a keystroke in a 2,500-line class against ~0.3 ms for the next ones.
+# Re-parsing around a few empty edits spread over the file does that rebuilding up front (~3 ms in all there;
+# measured: after 4 such edits the first keystroke anywhere re-parses in ~0.3 ms).
+SETTLE_EDITS = 4
+_SETTLE_SEARCH_LINES = 200  # how far past each spread point to look for a blank line outside strings
+
+
+def _settle(parser: tree_sitter.Parser, data: bytes, tree: tree_sitter.Tree) -> tree_sitter.Tree:
+    """``tree`` re-parsed around empty edits at up to SETTLE_EDITS blank lines spread over ``data``, each outside
+    any string or comment (an edit inside one would make the parser re-read it whole)."""
+    lines = data.split(b"\n")
+    starts = [0]
+    for line in lines[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+    root = tree.root_node
+    for k in range(1, SETTLE_EDITS + 1):
+        first = len(lines) * k // (SETTLE_EDITS + 1)
+        for row in range(first, min(len(lines), first + _SETTLE_SEARCH_LINES)):
+            point = (row, 0)
+            node = root.descendant_for_point_range(point, point)
+            if not lines[row].strip() and (node.child_count or node.start_point >= point):
+                tree.edit(starts[row], starts[row], starts[row], point, point, point)
+                tree = parser.parse(data, tree)
+                root = tree.root_node
+                break
+    return tree
+
 
 class Documents:
     """The open documents, by URI."""

@@ -36,6 +36,7 @@ from pygls.uris import to_fs_path
 from codecomplete import __version__
 from codecomplete.config import Settings, load_settings, split_known
 from codecomplete.errors import UserError, quietly
+from codecomplete.interrupt import Interrupt
 from codecomplete.net import parse_loopback
 
 from .documents import Document, Documents
@@ -146,9 +147,9 @@ class CodecompleteServer(LanguageServer):
         self.service: CompletionService | DaemonService  # set by run(): in this process, or the shared daemon
         # One thread for llama.cpp: the model is single-threaded state; requests queue behind it.
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codecomplete-model")
-        self.inflight: dict[str, threading.Event] = {}
+        self.inflight: dict[str, Interrupt] = {}
         # Set by every request: queued background work (prefetch, reading a document ahead) gives way.
-        self.background = threading.Event()
+        self.background = Interrupt()
         self.reading_ahead = 0  # opened documents still being read ahead (status shows it; benchmarks wait)
         self.index: RepoIndex | None = None  # the workspace, for cross-file context
 
@@ -361,14 +362,14 @@ async def _suggest(
     if previous is not None:
         previous.set()  # superseded: it stops within one token and answers nothing
     ls.background.set()  # a real request goes first
-    ls.background = threading.Event()
+    ls.background = Interrupt()
     lookup = getattr(service, "lookup", None)  # in-process: cached answers skip the model queue
     cached = lookup(text, offset, doc.language, doc=uri) if lookup else None
     if cached is not None:
         _when_sent(ls, request_id, _accounting(arrived, changes_ms, cached.timings_ms),
                    partial(_prefetch, ls, uri, doc.language, text, offset, cached.completion))
         return _answer(doc, enc, start, cached.completion, replace)
-    cancel = threading.Event()
+    cancel = Interrupt()
     ls.inflight[uri] = cancel
     tree = doc.syntax_tree(offset) if replace is None else None
     job = partial(

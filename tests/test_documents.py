@@ -105,3 +105,20 @@ def test_a_tree_parsed_ahead_is_taken_unless_the_text_changed_meanwhile() -> Non
     moved.adopt(text, tree)
     assert moved.tree is None
     assert str(moved.syntax_tree().root_node) == str(get_parser("python").parse(moved.text.encode()).root_node)
+
+
+@pytest.mark.parametrize("language, unit", [
+    ("python", 'class K{i}:\n    """Doc é{i}.\n\n    More 😀.\n    """\n\n    def m(self):\n        return "日本"\n\n'),
+    ("javascript", "/* note {i}\n\n   é */\nclass K{i} {{\n  m() {{\n    return `a\n\nb`;\n  }}\n\n}}\n\n"),
+])
+def test_a_tree_parsed_ahead_is_settled_yet_exact(language: str, unit: str) -> None:
+    """The empty edits that settle a whole parse (blank lines, never inside strings or comments, byte offsets
+    with multi-byte text before them) leave exactly the tree a fresh parse gives, and so do keystrokes after."""
+    text = "".join(unit.format(i=i) for i in range(300))
+    doc = Document(uri=f"file:///a.{language[:2]}", text=text, version=1, language=language)
+    doc.adopt(text, doc.parse_whole(text))
+    parser = get_parser(language)
+    assert str(doc.syntax_tree().root_node) == str(parser.parse(text.encode()).root_node)
+    for spot in (len(text) // 7, len(text) // 2, len(text) - 20):
+        change(doc, spot, spot, "\n")
+        assert str(doc.syntax_tree().root_node) == str(parser.parse(doc.text.encode()).root_node)

@@ -10,6 +10,7 @@ import llama_cpp
 import pytest
 
 from codecomplete.engine import EVAL_BLOCK_TOKENS, Engine
+from codecomplete.interrupt import Interrupt
 from codecomplete.prompt import build_prompt
 
 
@@ -201,3 +202,32 @@ def test_cancel_is_seen_during_a_long_prompt_evaluation(smol: Engine) -> None:
     timer.join()
     assert gen.stop_reason == "cancelled"
     assert 0 < gen.n_evaluated < len(ids) and gen.n_evaluated % EVAL_BLOCK_TOKENS == 0
+
+
+class _SetBeforeThePythonChecksLook(Interrupt):
+    """Set from the start, but the engine's first check (before the first block) reads it unset: only llama.cpp,
+    which reads the flag's byte between graph nodes, can stop that block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set()
+        self.asked = 0
+
+    def is_set(self) -> bool:
+        self.asked += 1
+        return self.asked > 1
+
+
+def test_an_interrupt_stops_llama_cpp_inside_an_evaluation(smol: Engine) -> None:
+    """A prefetch's block is not waited for: llama.cpp aborts it midway, drops it from the KV cache, and the next
+    request's output is exactly a fresh evaluation's."""
+    ids = smol.tokenize(Path(__file__).read_text())[:200]
+    smol.reset_cache()
+    fresh = smol.generate(ids, max_tokens=8)
+    smol.reset_cache()
+    smol.generate(ids[:64], max_tokens=1)
+    gen = smol.generate(ids, max_tokens=8, cancel=_SetBeforeThePythonChecksLook())
+    assert gen.stop_reason == "cancelled"
+    assert gen.n_evaluated == 0 and smol.cached_tokens == gen.n_reused == 64  # the next block never landed
+    again = smol.generate(ids, max_tokens=8)
+    assert again.n_reused == 64 and (again.text, again.token_ids) == (fresh.text, fresh.token_ids)
