@@ -11,8 +11,9 @@ tokenizes alone), so the windows fit the budget.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tree_sitter
@@ -358,46 +359,63 @@ def _snap_end(
 
 
 def _choose(
-    rows: Iterable[int],
+    rows: range,
     waste: Callable[[int], int],
     depth: Callable[[int], int | None],
     avail: int,
     far: bool = False,
     floor: int = 1,
 ) -> int | None:
-    """Pick a boundary row, scanning `rows` from the budget's limit toward the cursor.
+    """Pick a boundary row among `rows`, which run from the budget's limit toward the cursor.
 
     The coarsest boundary (fewest enclosing containers) that wastes at most _MAX_WASTE of `avail` wins;
     failing that the nearest boundary within _MAX_WASTE_FINE; None when there is none. With `far` (an
     edge the budget forces to move, which then stays put while it fits) the distance moved decides how
     long it stays: the coarsest boundary within _MAX_WASTE that lies at least half as far as the
-    farthest one there, the farthest of those. `floor` is the least depth any of `rows` can have: the scan
-    stops once nothing further can change the choice (each depth costs a few tree walks).
+    farthest one there, the farthest of those. `floor` is the least depth any of `rows` can have: scans
+    stop once nothing further can change the choice (each depth costs a few tree walks).
     """
+    if far:
+        within = sum(1 for _ in itertools.takewhile(lambda r: waste(r) <= avail * _MAX_WASTE, rows))
+        chosen = _choose_far(rows[:within], waste, depth, floor)
+        if chosen is not None:
+            return chosen
+        rows = rows[within:]  # no boundary at all within _MAX_WASTE: the nearest one beyond, as below
     found: list[int] = []  # rows each shallower than all found before them: the only useful choices
     shallowest: int | None = None
-    candidates: list[tuple[int, int, int]] = []  # with `far`: (row, waste, depth) within _MAX_WASTE
     for r in rows:
-        w = waste(r)
-        if w > avail * _MAX_WASTE_FINE or (candidates and w > avail * _MAX_WASTE):
+        if waste(r) > avail * _MAX_WASTE_FINE:
             break
         d = depth(r)
-        if d is None:
-            continue
-        if far and w <= avail * _MAX_WASTE:
-            candidates.append((r, w, d))
-        if shallowest is None or d < shallowest:
+        if d is not None and (shallowest is None or d < shallowest):
             found.append(r)
             shallowest = d
-            if d <= floor and not far:
+            if d <= floor:
                 break
-    if candidates:
-        reach = max(w for _, w, _ in candidates) / 2
-        return min((c for c in candidates if c[1] >= reach), key=lambda c: (c[2], -c[1]))[0]
     for r in reversed(found):
         if waste(r) <= avail * _MAX_WASTE:
             return r
     return found[0] if found else None
+
+
+def _choose_far(rows: range, waste: Callable[[int], int], depth: Callable[[int], int | None], floor: int) -> int | None:
+    """The far choice among `rows` (all within _MAX_WASTE), scanned from the farthest back toward the budget's
+    limit: the first boundary sets how far is far enough, and one at `floor` depth is the best there can be."""
+    best: tuple[int, int] | None = None  # (depth, row)
+    reach: float | None = None
+    for r in reversed(rows):
+        d = depth(r)
+        if d is None:
+            continue
+        if reach is None:
+            reach = waste(r) / 2
+        elif waste(r) < reach:
+            break
+        if best is None or d < best[0]:
+            best = (d, r)
+            if d <= floor:
+                break
+    return None if best is None else best[1]
 
 
 def _line_level(n: int) -> int:

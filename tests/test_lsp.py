@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -312,6 +313,75 @@ async def test_malformed_messages_do_not_kill_the_server(tmp_path: Path) -> None
         assert b'"id": 3' in out and b'"error"' in out  # wrong types: an LSP error response
         assert b'"state"' in out  # and the next request is answered
         assert proc.returncode is None  # still running
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_each_request_is_answered_once_whichever_thread_writes_it(tmp_path: Path) -> None:
+    """The model thread writes its answers itself; pygls's own answer for the same id, a cancellation's error and a
+    superseded request's empty answer must never make a second response."""
+    proc = await asyncio.create_subprocess_exec(
+        *SERVER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=server_env(tmp_path),
+    )
+    responses: dict[int, list[dict]] = {}
+
+    def send(message: dict) -> None:
+        body = json.dumps({"jsonrpc": "2.0", **message}).encode()
+        proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    async def answer(request_id: int) -> dict:
+        while request_id not in responses:
+            header = await asyncio.wait_for(proc.stdout.readuntil(b"\r\n\r\n"), timeout=60)
+            length = int(header.split(b"Content-Length:")[1].split(b"\r\n")[0])
+            message = json.loads(await proc.stdout.readexactly(length))
+            if "id" in message and "method" not in message:
+                responses.setdefault(message["id"], []).append(message)
+        return responses[request_id][0]
+
+    def edit(version: int, end: int, new: str) -> None:  # replace line 10 from character 11 to ``end``
+        rng = {"start": {"line": 10, "character": 11}, "end": {"line": 10, "character": end}}
+        send({"method": "textDocument/didChange", "params": {"textDocument": {"uri": URI, "version": version},
+                                                             "contentChanges": [{"range": rng, "text": new}]}})
+
+    def inline(request_id: int, character: int) -> None:
+        send({"id": request_id, "method": "textDocument/inlineCompletion", "params": {
+            "textDocument": {"uri": URI}, "position": {"line": 10, "character": character},
+            "context": {"triggerKind": 1}}})
+
+    try:
+        send({"id": 1, "method": "initialize", "params": {"capabilities": {}, "initializationOptions": {
+            "maxTokens": 12, "maxTokensSingleLine": 12}}})
+        await answer(1)
+        send({"method": "initialized", "params": {}})
+        for request_id in range(2, 600):
+            send({"id": request_id, "method": "codecomplete/status", "params": {}})
+            if (await answer(request_id))["result"]["state"] == "ready":
+                break
+            await asyncio.sleep(0.1)
+        send({"method": "textDocument/didOpen", "params": {"textDocument": {
+            "uri": URI, "languageId": "python", "version": 1, "text": PY_TEXT + "    return "}}})
+        inline(1000, 11)  # from the model
+        assert (await answer(1000))["result"]["items"]
+        inline(1001, 11)  # from the cache, on the event loop
+        await answer(1001)
+        for request_id in range(1002, 1012, 2):  # a cancel racing the answer, then a request superseding another
+            edit(request_id, 11, "x")
+            inline(request_id, 12)
+            send({"method": "$/cancelRequest", "params": {"id": request_id}})
+            inline(request_id + 1, 12)
+            await proc.stdin.drain()
+            await answer(request_id + 1)
+            edit(request_id + 1, 12, "")
+        send({"id": 5000, "method": "codecomplete/status", "params": {}})
+        await answer(5000)
+        await asyncio.sleep(1)  # a duplicate would be written by now
+        send({"id": 5001, "method": "codecomplete/status", "params": {}})
+        await answer(5001)
+        twice = {i: len(r) for i, r in responses.items() if len(r) > 1}
+        assert not twice, f"answered more than once: {twice}"
+        assert all(i in responses for i in range(1000, 1012))
     finally:
         proc.kill()
         await proc.wait()
