@@ -195,14 +195,14 @@ def build_context(
     keep_start, keep_end = keep
     start, end = 0, len(text)
     if not above.at_edge:
-        extra = _extra_cost(text, keep_start, 0, line_start, above.edges[-1], stretch, count_tokens)
+        extra = _extra_cost(text, keep_start, (0, line_start), above.edges[-1], stretch, count_tokens, prefix=True)
         if extra is not None:
             start, stretch = keep_start, stretch - extra
         else:
             far = keep_start is not None
             start = above.edges[row - _snap_start(root, containers, line_at, above, row, prefix_avail, far)]
     if not below.at_edge:
-        extra = _extra_cost(text, keep_end, line_end, len(text), below.edges[-1], stretch, count_tokens)
+        extra = _extra_cost(text, keep_end, (line_end, len(text)), below.edges[-1], stretch, count_tokens, prefix=False)
         if extra is not None:
             end = keep_end
         else:
@@ -212,14 +212,16 @@ def build_context(
 
 
 def _extra_cost(
-    text: str, edge: int | None, lo: int, hi: int, fitted: int, stretch: int, count_tokens: Callable[[str], int]
+    text: str, edge: int | None, span: tuple[int, int], fitted: int, stretch: int, count_tokens: Callable[[str], int],
+    *, prefix: bool,
 ) -> int | None:
-    """Tokens a kept window `edge` takes beyond the budget's own edge `fitted` (the lines between them when
-    `edge` lies outside it): None when `edge` is no line boundary between `lo` and `hi` or costs more than
-    `stretch`. `lo` is 0 for a prefix start, `hi` the document's end for a suffix end."""
+    """Tokens a kept window `edge` (a prefix start, or with `prefix` False a suffix end) takes beyond the budget's
+    own edge `fitted`: the lines between them when `edge` lies outside it. None when `edge` is no line boundary
+    within `span` or costs more than `stretch`."""
+    lo, hi = span
     if edge is None or not lo <= edge <= hi or not (edge in (0, len(text)) or text[edge - 1] == "\n"):
         return None
-    extra, pos, stop = 0, *((edge, fitted) if lo == 0 else (fitted, edge))
+    extra, pos, stop = 0, *((edge, fitted) if prefix else (fitted, edge))
     while pos < stop:  # line by line, as the budget was counted
         newline = text.find("\n", pos, stop)
         nxt = stop if newline < 0 else newline + 1
