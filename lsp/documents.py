@@ -187,6 +187,7 @@ class Document:
                        new_end_point)
         self._stale = True
 
+
 # A tree fresh from a whole parse has its long runs of siblings balanced, and the first incremental re-parse
 # near any spot rebuilds them: ~1.2 ms for a keystroke in a 2,500-line class against ~0.3 ms for the next ones.
 # Re-parsing around a few empty edits spread over the file does that rebuilding up front (~3 ms in all there;
@@ -206,9 +207,11 @@ def _settle(parser: tree_sitter.Parser, data: bytes, tree: tree_sitter.Tree) -> 
     for k in range(1, SETTLE_EDITS + 1):
         first = len(lines) * k // (SETTLE_EDITS + 1)
         for row in range(first, min(len(lines), first + _SETTLE_SEARCH_LINES)):
+            if lines[row].strip():
+                continue
             point = (row, 0)
             node = root.descendant_for_point_range(point, point)
-            if not lines[row].strip() and (node.child_count or node.start_point >= point):
+            if node.child_count or node.start_point >= point:
                 tree.edit(starts[row], starts[row], starts[row], point, point, point)
                 tree = parser.parse(data, tree)
                 root = tree.root_node
