@@ -466,10 +466,13 @@ def _end_depth(root: tree_sitter.Node, containers: frozenset[str], r: int, colum
     return _container_depth(container, containers)
 
 
-def _straddling(root: tree_sitter.Node, point: tuple[int, int]) -> tree_sitter.Node:
-    """The innermost node that starts before `point` and ends after it (the root if none does)."""
-    node = root.descendant_for_point_range(point, point)
-    while not node.start_point < point < node.end_point:
+def _straddling(
+    root: tree_sitter.Node, point: tuple[int, int], last: tuple[int, int] | None = None
+) -> tree_sitter.Node:
+    """The innermost node that starts before `point` and ends after it, or after `last` (the root if none does)."""
+    last = point if last is None else last
+    node = root.descendant_for_point_range(point, last)
+    while not node.start_point < point <= last < node.end_point:
         parent = node.parent
         if parent is None:
             break
@@ -497,13 +500,7 @@ def _depth_around(root: tree_sitter.Node, containers: frozenset[str], first: tup
                   last: tuple[int, int]) -> int:
     """The least depth a window edge at a line start from `first` to `last` can have: the containers over the
     innermost node straddling them all enclose each of those edges."""
-    node = root.descendant_for_point_range(first, last)
-    while not node.start_point < first <= last < node.end_point:
-        parent = node.parent
-        if parent is None:
-            break
-        node = parent
-    return _containers_over(node, containers)
+    return _containers_over(_straddling(root, first, last), containers)
 
 
 def _containers_over(node: tree_sitter.Node, containers: frozenset[str]) -> int:

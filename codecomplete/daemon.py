@@ -108,7 +108,7 @@ class _Cancel(Interrupt):
         """A request was queued: a background job stops now, within llama.cpp's evaluation too."""
         if self._background:
             self.preempted = True
-            self.c_flag.value = b"x"
+            self.set()
 
 
 @dataclass(eq=False)
