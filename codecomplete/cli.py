@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .errors import UserError
+from codecomplete import __version__
+from codecomplete.errors import UserError
 
 EXIT_USAGE = 2
 
@@ -20,11 +20,13 @@ EXIT_USAGE = 2
 # Commands that live in their own modules, imported only when used so `codecomplete infill` starts fast.
 # Each module exposes a click command named `command`.
 LAZY_COMMANDS = {
-    "bench": ("codecomplete.bench", "Replay typing through the language server and measure latency and reuse."),
-    "eval": ("codecomplete.evaluate", "Measure completion quality: HumanEval infilling and masked repository lines."),
-    "serve": ("codecomplete.daemon", "Run the shared daemon that keeps one model loaded for every editor."),
-    "doctor": ("codecomplete.doctor", "Check the installation: llama.cpp backend, model, grammars, daemon, config."),
-    "tray": ("codecomplete.tray", "Tray icon that starts or attaches to the daemon."),
+    "bench": ("codecomplete.tools.bench", "Replay typing through the language server and measure latency and reuse."),
+    "eval": ("codecomplete.tools.evaluate",
+             "Measure completion quality: HumanEval infilling and masked repository lines."),
+    "serve": ("codecomplete.serving.app", "Run the shared daemon that keeps one model loaded for every editor."),
+    "doctor": ("codecomplete.tools.doctor",
+               "Check the installation: llama.cpp backend, model, grammars, daemon, config."),
+    "tray": ("codecomplete.tools.tray", "Tray icon that starts or attaches to the daemon."),
 }
 
 
@@ -55,7 +57,7 @@ def cli() -> None:
 
 
 def _settings(**overrides: Any):
-    from .config import load_settings
+    from codecomplete.config import load_settings
 
     return load_settings({k: v for k, v in overrides.items() if v is not None})
 
@@ -74,14 +76,14 @@ def _settings(**overrides: Any):
 def infill(location, language, model, fmt, max_tokens, token_budget, time_budget_ms, no_postprocess, as_json,
            no_daemon):
     """Complete the code at PATH:LINE:COL (1-based; PATH '-' reads standard input)."""
-    from .languages import language_for_path, normalize_language
-    from .source import offset_at, parse_location, read_source
+    from codecomplete.core.languages import language_for_path, normalize_language
+    from codecomplete.core.source import offset_at, parse_location, read_source
 
     path, line, col = parse_location(location)
     if language:
         lang = normalize_language(language)
         if lang is None:
-            from .languages import KNOWN_LANGUAGES
+            from codecomplete.core.languages import KNOWN_LANGUAGES
 
             raise UserError(f"unknown language {language!r} (known: {', '.join(KNOWN_LANGUAGES)})")
     else:
@@ -99,11 +101,11 @@ def infill(location, language, model, fmt, max_tokens, token_budget, time_budget
     )
     result = None
     if not no_daemon:  # a running daemon answers without a cold model load
-        from .daemon_client import complete_with_daemon
+        from codecomplete.serving.client import complete_with_daemon
 
         result = complete_with_daemon(text, offset, lang, settings)
     if result is None:
-        from .pipeline import Completer, load_engine
+        from codecomplete.core.pipeline import Completer, load_engine
 
         engine = load_engine(settings)
         result = Completer(engine, settings).complete(text, offset, lang).to_json()
@@ -121,7 +123,7 @@ def models() -> None:
 @models.command("list")
 def models_list() -> None:
     """Known models, their FIM family and whether they are on disk."""
-    from .models import describe_models
+    from codecomplete.models import describe_models
 
     rows = describe_models()
     width = max(len(r["name"]) for r in rows)
@@ -136,7 +138,7 @@ def models_list() -> None:
 @click.argument("name")
 def models_path(name: str) -> None:
     """Print the file a model name resolves to."""
-    from .models import resolve_model
+    from codecomplete.models import resolve_model
 
     click.echo(str(resolve_model(name)))
 
@@ -146,7 +148,7 @@ def models_path(name: str) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def models_pull(name: str, quiet: bool) -> None:
     """Download a catalog model from its hub repository (resumable, size-checked)."""
-    from .models import pull
+    from codecomplete.models import pull
 
     click.echo(str(pull(name, progress=not quiet)))
 
@@ -156,7 +158,7 @@ def models_pull(name: str, quiet: bool) -> None:
 @click.option("--no-daemon", is_flag=True, help="Load the model in this process instead of the shared daemon.")
 def lsp(tcp: str | None, no_daemon: bool) -> None:
     """Run the language server over stdio (editors start this)."""
-    from .lsp.server import run
+    from codecomplete.lsp.server import run
 
     run(tcp=tcp, daemon=not no_daemon)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import platformdirs
 
-from .errors import UserError
+from codecomplete.errors import UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,7 +25,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 FORMATS = ("auto", "psm", "spm", "prefix")
-# Mirrors of codecomplete.remote's lists (not imported here: remote pulls in llama.cpp through engine).
+# Mirrors of codecomplete.engines.remote's lists (not imported here: remote pulls in llama.cpp through engine).
 REMOTE_BACKENDS = ("llama-server", "llama-server-infill", "openai", "ollama")
 FIM_FAMILIES = ("auto", "none", "codellama", "starcoder", "deepseek", "qwen", "codestral")
 

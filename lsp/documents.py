@@ -14,9 +14,9 @@ import numpy as np
 import tree_sitter
 from lsprotocol import types
 
-from codecomplete.context import parse_end
+from codecomplete.core.context import parse_end
+from codecomplete.core.languages import get_parser, language_for_path, normalize_language
 from codecomplete.errors import UserError
-from codecomplete.languages import get_parser, language_for_path, normalize_language
 
 # Past this size a document gets plain line windows: parsing megabytes per keystroke buys nothing.
 MAX_PARSED_BYTES = 4 * 1024 * 1024

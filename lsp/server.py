@@ -35,16 +35,15 @@ from pygls.uris import to_fs_path
 
 from codecomplete import __version__
 from codecomplete.config import Settings, load_settings, split_known
+from codecomplete.core.interrupt import Interrupt
 from codecomplete.errors import UserError, quietly
-from codecomplete.interrupt import Interrupt
-from codecomplete.net import parse_loopback
-
-from .documents import Document, Documents
+from codecomplete.lsp.documents import Document, Documents
+from codecomplete.serving.net import parse_loopback
 
 if TYPE_CHECKING:
-    from codecomplete.daemon_client import DaemonService
-    from codecomplete.repoindex import RepoIndex
-    from codecomplete.service import CompletionService
+    from codecomplete.serving.client import DaemonService
+    from codecomplete.serving.service import CompletionService
+    from codecomplete.workspace.index import RepoIndex
 
 log = logging.getLogger("codecomplete.lsp")
 
@@ -229,7 +228,7 @@ def _start_index(ls: CodecompleteServer) -> None:
     root = ls.workspace.root_path
     if not (s.repo_context and root) or Path(root).resolve() in (Path.home().resolve(), Path("/")):
         return
-    from codecomplete.repoindex import RepoIndex
+    from codecomplete.workspace.index import RepoIndex
 
     try:
         ls.index = RepoIndex(root, include=s.repo_include or None, exclude=s.repo_exclude or None).start()
@@ -554,11 +553,11 @@ def run(tcp: str | None = None, daemon: bool = True) -> None:
     logging.basicConfig(level=getattr(logging, level, logging.WARNING), stream=sys.stderr,
                         format="codecomplete-lsp: %(name)s: %(message)s")
     if daemon:
-        from codecomplete.daemon_client import DaemonService
+        from codecomplete.serving.client import DaemonService
 
         server.service = DaemonService(Settings())
     else:
-        from codecomplete.service import CompletionService
+        from codecomplete.serving.service import CompletionService
 
         server.service = CompletionService(Settings())
     if tcp:

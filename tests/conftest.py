@@ -67,7 +67,7 @@ def isolated_runtime_dir(tmp_path_factory: pytest.TempPathFactory):
     os.environ["CODECOMPLETE_RUNTIME_DIR"] = str(runtime)
     os.environ.setdefault("CODECOMPLETE_CONFIG", str(runtime / "no-config.toml"))
     yield runtime
-    from codecomplete.daemon_client import find_daemon
+    from codecomplete.serving.client import find_daemon
 
     client = find_daemon(runtime)
     if client is not None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from codecomplete.bench import (
+from codecomplete.core.languages import get_parser
+from codecomplete.tools.bench import (
     BENCH_DATA,
     Cursor,
     RequestRecord,
@@ -22,7 +23,6 @@ from codecomplete.bench import (
     large_python_text,
     percentiles,
 )
-from codecomplete.languages import get_parser
 
 DATA_FILES = sorted(BENCH_DATA.glob("*.js")) + sorted(BENCH_DATA.glob("*.go"))
 

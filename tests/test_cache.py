@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from codecomplete.cache import SuggestionCache
+from codecomplete.core.cache import SuggestionCache
 
 DOC = "file:///a.py"
 BEFORE = "def area(r):\n    return "

@@ -8,9 +8,9 @@ import time
 import pytest
 import tree_sitter
 
-from codecomplete.context import Context, build_context
+from codecomplete.core.context import Context, build_context
+from codecomplete.core.languages import KNOWN_LANGUAGES, get_parser
 from codecomplete.errors import UserError
-from codecomplete.languages import KNOWN_LANGUAGES, get_parser
 
 _PIECES = re.compile(r"[A-Za-z]{1,4}|\d{1,3}|\s+|[^\w\s]|\w")
 

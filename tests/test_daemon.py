@@ -24,7 +24,8 @@ import pytest
 import test_lsp
 from lsprotocol import types
 
-from codecomplete.daemon_client import (
+from codecomplete.errors import UserError
+from codecomplete.serving.client import (
     ENDPOINT_NAME,
     SOCKET_NAME,
     DaemonClient,
@@ -33,7 +34,6 @@ from codecomplete.daemon_client import (
     find_daemon,
     read_endpoint,
 )
-from codecomplete.errors import UserError
 
 pytestmark = pytest.mark.slow
 
@@ -430,7 +430,7 @@ def test_model_switch_reloads_for_every_editor(daemon: DaemonClient, embedded_mo
 
 @pytest.mark.usefixtures("runtime")
 def test_memory_benchmark_compares_shared_and_self_contained() -> None:
-    from codecomplete.daemon import memory_benchmark
+    from codecomplete.serving.app import memory_benchmark
 
     result = memory_benchmark(2)
     assert len(result["shared"]["editors"]) == len(result["self_contained"]["editors"]) == 2

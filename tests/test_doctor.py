@@ -14,9 +14,9 @@ import click
 import llama_cpp
 import pytest
 
-from codecomplete import doctor
-from codecomplete.daemon_client import ensure_daemon, find_daemon
-from codecomplete.languages import KNOWN_LANGUAGES
+from codecomplete.core.languages import KNOWN_LANGUAGES
+from codecomplete.serving.client import ensure_daemon, find_daemon
+from codecomplete.tools import doctor
 
 # llama.cpp's system info as CUDA and Metal builds print it (llama_print_system_info): those builds cannot
 # exist on this machine, so the GPU lines are checked against these strings.

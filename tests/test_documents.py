@@ -7,9 +7,9 @@ import random
 import pytest
 from lsprotocol import types
 
-from codecomplete.context import parse_end
+from codecomplete.core.context import parse_end
+from codecomplete.core.languages import get_parser
 from codecomplete.errors import UserError
-from codecomplete.languages import get_parser
 from codecomplete.lsp.documents import Document
 
 UTF8, UTF16, UTF32 = (types.PositionEncodingKind.Utf8, types.PositionEncodingKind.Utf16,

@@ -9,9 +9,9 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from codecomplete.engine import EVAL_BLOCK_TOKENS, Engine
-from codecomplete.interrupt import Interrupt
-from codecomplete.prompt import build_prompt
+from codecomplete.core.interrupt import Interrupt
+from codecomplete.core.prompt import build_prompt
+from codecomplete.engines.llama import EVAL_BLOCK_TOKENS, Engine
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,7 @@ def test_repeated_prompt_reuses_all_but_the_last_block(smol: Engine) -> None:
 def test_token_healing_retypes_the_removed_bytes(smol: Engine) -> None:
     """Without the trailing indentation token the model must first produce those bytes again; they are not
     part of the returned text, and the continuation starts where the prefix ended."""
-    from codecomplete.prompt import build_prompt, with_token_healing
+    from codecomplete.core.prompt import build_prompt, with_token_healing
 
     prompt = build_prompt(smol, "def add(a, b):\n    ret", "", "prefix")
     healed = with_token_healing(smol, prompt)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from codecomplete import evaltasks
 from codecomplete.errors import UserError
-from codecomplete.evaltasks import (
+from codecomplete.tools import evaltasks
+from codecomplete.tools.evaltasks import (
     InfillTask,
     build_tasks,
     edit_similarity,
@@ -21,7 +21,7 @@ from codecomplete.evaltasks import (
     program_for,
     select,
 )
-from codecomplete.sandbox import run_many
+from codecomplete.tools.sandbox import run_many
 
 # The FIM paper's single-line set also has 1033.
 EXPECTED_COUNTS = {"single-line": 1033, "multi-line": 3657, "mid-line": 984}

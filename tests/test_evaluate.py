@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from codecomplete import cli as cli_mod
-from codecomplete.context import Context, build_context
+from codecomplete.core.context import Context, build_context
+from codecomplete.core.postprocess import RULES
 from codecomplete.errors import UserError
-from codecomplete.evaltasks import program_for
-from codecomplete.evaluate import (
+from codecomplete.tools.evaltasks import program_for
+from codecomplete.tools.evaluate import (
     Answer,
     Case,
     Record,
@@ -27,7 +28,6 @@ from codecomplete.evaluate import (
     run_ablation,
     summarize,
 )
-from codecomplete.postprocess import RULES
 
 FLAGS = (True, False)
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from codecomplete.languages import (
+from codecomplete.core.languages import (
     KNOWN_LANGUAGES,
     get_language,
     get_parser,
@@ -102,7 +102,7 @@ def test_parsers_are_per_thread() -> None:
 def test_grammars_are_imported_only_when_asked_for() -> None:
     code = (
         "import sys\n"
-        "from codecomplete.languages import get_parser, language_for_path\n"
+        "from codecomplete.core.languages import get_parser, language_for_path\n"
         "language_for_path('a.cpp')\n"
         "get_parser('python')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('tree_sitter_')}))\n"

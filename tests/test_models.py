@@ -23,7 +23,8 @@ from gguf.quants import quantize
 
 from codecomplete import models
 from codecomplete.errors import UserError
-from codecomplete.models import CatalogEntry
+from codecomplete.models import CatalogEntry, download
+from codecomplete.models import gguf as gguf_check
 
 CODELLAMA = [f"codellama-{size}-{quant}" for size in ("7b", "13b") for quant in ("q4_k_m", "q5_k_m", "q8_0")]
 OTHERS = {
@@ -253,7 +254,7 @@ def test_a_generated_file_validates_and_matches_the_gguf_package(tmp_path: Path)
 
 
 def test_block_sizes_agree_with_the_gguf_package() -> None:
-    ours = dict(models.GGML_BLOCK_SIZES)
+    ours = dict(gguf_check.GGML_BLOCK_SIZES)
     # gguf-py still lists Q8_1 with float scales (40 bytes); ggml's block_q8_1 holds two halves (36).
     # Q8_1 only exists at run time, never in files, so the difference cannot matter.
     assert ours.pop(gguf.GGMLQuantizationType.Q8_1.value) == (32, 36)
@@ -335,7 +336,7 @@ def test_pull_fails_fast_when_the_hub_is_unreachable(models_home: Path, monkeypa
     def no_download(*args: object, **kwargs: object) -> None:
         raise AssertionError("pull tried to download: is this machine online?")
 
-    monkeypatch.setattr(models, "_download", no_download)
+    monkeypatch.setattr(download, "_download", no_download)
     start = time.perf_counter()
     with pytest.raises(UserError) as exc:
         models.pull("codellama-7b-q4_k_m", progress=False)
@@ -377,7 +378,7 @@ def test_a_hanging_dns_lookup_is_cut_short(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(socket, "getaddrinfo", hanging_getaddrinfo)
     start = time.perf_counter()
     with pytest.raises(UserError, match="cannot reach example.invalid .*DNS lookup timed out"):
-        models.check_reachable("https://example.invalid", timeout=0.3)
+        download.check_reachable("https://example.invalid", timeout=0.3)
     assert time.perf_counter() - start < 1.0
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from codecomplete.config import Settings
-from codecomplete.engine import Engine
-from codecomplete.pipeline import Completer, WindowMemory
+from codecomplete.core.pipeline import Completer, WindowMemory
+from codecomplete.engines.llama import Engine
 
 SOURCE = "".join(
     f"def step_{i}(value, scale=2):\n    \"\"\"Step {i} of the pipeline.\"\"\"\n    return value * scale + {i}\n\n\n"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from codecomplete.context import Context, Situation
+from codecomplete.core.context import Context, Situation
+from codecomplete.core.postprocess import RULES, postprocess, stop_reason
 from codecomplete.errors import UserError
-from codecomplete.postprocess import RULES, postprocess, stop_reason
 
 CURSOR = "█"
 

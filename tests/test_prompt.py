@@ -8,9 +8,9 @@ import llama_cpp
 import pytest
 from gguf_factory import FIM_MID, FIM_PRE, FIM_SUF, SPACE, piece_id
 
-from codecomplete.engine import Engine
+from codecomplete.core.prompt import build_prompt, choose_format, detect_family, encode_infilling
+from codecomplete.engines.llama import Engine
 from codecomplete.errors import UserError
-from codecomplete.prompt import build_prompt, choose_format, detect_family, encode_infilling
 
 BOS = 1
 PRE, SUF, MID = 32007, 32008, 32009
@@ -134,7 +134,7 @@ class _BpeStub:
     DeepSeek or Qwen GGUF ships here, and the layout is a pure function of the ids llama.cpp reports."""
 
     def __init__(self, texts: dict[int, str], **fim: int) -> None:
-        from codecomplete.engine import ModelInfo
+        from codecomplete.engines.llama import ModelInfo
 
         self.texts = texts
         self.info = ModelInfo(

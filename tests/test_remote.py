@@ -24,11 +24,11 @@ import pytest
 from gguf_factory import FIM_EOT, FIM_MID, FIM_PRE, FIM_SUF, SPACE, piece_id
 
 from codecomplete.config import Settings
-from codecomplete.engine import Engine
+from codecomplete.core.pipeline import Completer
+from codecomplete.core.prompt import detect_family
+from codecomplete.engines.llama import Engine
+from codecomplete.engines.remote import RemoteEngine, check_url, render_fim
 from codecomplete.errors import UserError
-from codecomplete.pipeline import Completer
-from codecomplete.prompt import detect_family
-from codecomplete.remote import RemoteEngine, check_url, render_fim
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from codecomplete.errors import UserError
-from codecomplete.repoindex import (
+from codecomplete.workspace.index import (
     MAX_SNIPPET_LINES,
     Hint,
     RepoIndex,

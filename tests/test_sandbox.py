@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from codecomplete.errors import UserError
-from codecomplete.sandbox import DETAIL_CHARS, _network_isolation, run_many, run_program
+from codecomplete.tools.sandbox import DETAIL_CHARS, _network_isolation, run_many, run_program
 
 
 def sandbox_processes() -> list[int]:

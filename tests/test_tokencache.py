@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from codecomplete.engine import Engine
-from codecomplete.tokencache import IncrementalTokenizer
+from codecomplete.core.tokencache import IncrementalTokenizer
+from codecomplete.engines.llama import Engine
 
 SOURCE = Path(textwrap.__file__).read_text(encoding="utf-8")
 

@@ -24,9 +24,9 @@ from PySide6.QtGui import QDesktopServices  # noqa: E402
 from PySide6.QtWidgets import QApplication, QSystemTrayIcon  # noqa: E402
 
 from codecomplete.config import load_settings  # noqa: E402
-from codecomplete.daemon_client import DaemonClient, ensure_daemon, find_daemon, read_endpoint  # noqa: E402
 from codecomplete.errors import UserError  # noqa: E402
-from codecomplete.tray import CONFIG_TEMPLATE, RecentModels, TrayApp, TrayController, draw_icon  # noqa: E402
+from codecomplete.serving.client import DaemonClient, ensure_daemon, find_daemon, read_endpoint  # noqa: E402
+from codecomplete.tools.tray import CONFIG_TEMPLATE, RecentModels, TrayApp, TrayController, draw_icon  # noqa: E402
 
 STATES = ("ready", "busy", "loading", "unloaded", "paused", "error")
 

@@ -38,14 +38,14 @@ import numpy as np
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-from . import __version__
-from .errors import UserError
-from .languages import language_for_path
+from codecomplete import __version__
+from codecomplete.core.languages import language_for_path
+from codecomplete.errors import UserError
 
 SERVER_CMD = (sys.executable, "-m", "codecomplete.cli", "lsp")
 STATUS = "codecomplete/status"
 # The JavaScript and Go sources shipped with the repository's test data.
-BENCH_DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "bench"
+BENCH_DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "bench"
 DEFAULT_STDLIB = ("textwrap.py", "json/encoder.py")
 LARGE_FILE_SOURCES = ("_pydecimal.py", "inspect.py", "typing.py", "argparse.py", "textwrap.py")
 LARGE_FILE_LINES = 3000
@@ -291,7 +291,7 @@ class Session:
         if self.daemon_dir is None:
             cmd = (*SERVER_CMD, "--no-daemon")
         else:
-            from .daemon_client import RUNTIME_ENV
+            from codecomplete.serving.client import RUNTIME_ENV
 
             cmd = SERVER_CMD
             env[RUNTIME_ENV] = str(self.daemon_dir)
@@ -442,7 +442,7 @@ class Session:
 
 def stop_daemon(directory: Path, pid: int | None) -> None:
     """Shut down the private daemon a session started (by its API; by its pid if it does not answer)."""
-    from .daemon_client import find_daemon
+    from codecomplete.serving.client import find_daemon
 
     with contextlib.suppress(Exception):
         client = find_daemon(directory)
@@ -859,7 +859,7 @@ def command(model, files, n_lines, rate, realtime, quick, json_path, plot_path, 
 
 def _memory(editors: int, model: str | None, json_path: str | None) -> None:
     """RSS/PSS of N thin LSPs + one daemon vs N self-contained servers, each with the model loaded."""
-    from .daemon import memory_benchmark
+    from codecomplete.serving.app import memory_benchmark
 
     result = memory_benchmark(editors, model=model)
     click.echo(f"{editors} editors, shared daemon: {result['shared_rss_mb']} MB RSS "

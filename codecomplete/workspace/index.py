@@ -39,8 +39,8 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from .errors import UserError
-from .languages import get_parser, language_for_path, normalize_language
+from codecomplete.core.languages import get_parser, language_for_path, normalize_language
+from codecomplete.errors import UserError
 
 log = logging.getLogger(__name__)
 

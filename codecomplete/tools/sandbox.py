@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from .errors import UserError
+from codecomplete.errors import UserError
 
 Status = Literal["passed", "failed", "timeout", "error"]
 

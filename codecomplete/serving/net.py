@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import UserError
+from codecomplete.errors import UserError
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 

@@ -28,8 +28,8 @@ import filelock
 import httpx2 as httpx
 import platformdirs
 
-from .config import Settings
-from .errors import UserError
+from codecomplete.config import Settings
+from codecomplete.errors import UserError
 
 RUNTIME_ENV = "CODECOMPLETE_RUNTIME_DIR"
 SOCKET_NAME = "daemon.sock"

@@ -42,8 +42,8 @@ from urllib.parse import urlsplit
 
 import httpx2 as httpx
 
-from .engine import Generation, ModelInfo
-from .errors import UserError
+from codecomplete.engines.llama import Generation, ModelInfo
+from codecomplete.errors import UserError
 
 BACKENDS = ("llama-server", "llama-server-infill", "openai", "ollama")
 DEFAULT_URLS = {

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import tree_sitter
 
+from codecomplete.core.languages import get_parser, normalize_language
 from codecomplete.errors import UserError
-from codecomplete.languages import get_parser, normalize_language
 
 
 @dataclass(frozen=True)

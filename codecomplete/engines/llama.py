@@ -26,10 +26,10 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from .errors import ModelLoadError
-from .interrupt import Interrupt
+from codecomplete.core.interrupt import Interrupt
+from codecomplete.errors import ModelLoadError
 
-_log = logging.getLogger("codecomplete.engine")
+_log = logging.getLogger("codecomplete.engines.llama")
 
 # A cached run must be at least this long to be shifted into place rather than evaluated again
 # (llama-server's --cache-reuse; shorter runs are cheaper to recompute than to look for).

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
-from codecomplete.context import Context
+from codecomplete.core.context import Context
 from codecomplete.errors import UserError
 
 _WORD = re.compile(r"\w")

@@ -37,9 +37,11 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
-from . import postprocess as postprocess_mod
-from .errors import UserError
-from .evaltasks import (
+from codecomplete.core import postprocess as postprocess_mod
+from codecomplete.core.languages import language_for_path
+from codecomplete.core.postprocess import RULES
+from codecomplete.errors import UserError
+from codecomplete.tools.evaltasks import (
     KINDS,
     InfillTask,
     build_tasks,
@@ -48,13 +50,11 @@ from .evaltasks import (
     mask_file_tasks,
     program_for,
 )
-from .evaltasks import select as select_tasks
-from .languages import language_for_path
-from .postprocess import RULES
-from .sandbox import run_program
+from codecomplete.tools.evaltasks import select as select_tasks
+from codecomplete.tools.sandbox import run_program
 
 if TYPE_CHECKING:
-    from .context import Context
+    from codecomplete.core.context import Context
 
 SETS = ("single-line", "multi-line", "mid-line", "repo")
 FORMATS = ("psm", "spm", "prefix")
@@ -66,7 +66,7 @@ DETAIL_CHARS = 300  # sandbox detail kept per record in the JSON
 # Real code for the repository measure besides the test data: modest, stable standard-library modules.
 STDLIB_FILES = ("textwrap.py", "fnmatch.py", "shlex.py", "heapq.py", "colorsys.py", "graphlib.py", "glob.py",
                 "string.py", "queue.py", "sched.py")
-_TEST_DATA = Path(__file__).resolve().parent.parent / "tests" / "data"  # present in a source checkout
+_TEST_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"  # present in a source checkout
 ALL, OFF = "all", "off"
 # What --ablate scores from each raw answer: (variant, rules disabled); a rule's name means all rules but it.
 VARIANTS: tuple[tuple[str, frozenset[str]], ...] = (
@@ -421,7 +421,7 @@ class PipelineSource:
     """
 
     def __init__(self, engine: Any, settings: Any, *, repo_context: bool = False) -> None:
-        from .pipeline import Completer
+        from codecomplete.core.pipeline import Completer
 
         self.completer = Completer(engine, settings)
         self.settings = settings
@@ -433,7 +433,7 @@ class PipelineSource:
         (so the disk copy cannot leak the answer); None outside the repo set or without repo context."""
         if not self.repo_context or case.set != "repo":
             return None, None
-        from .repoindex import RepoIndex
+        from codecomplete.workspace.index import RepoIndex
 
         path = case.task.problem_id
         root = str(Path(path).parent)
@@ -479,7 +479,7 @@ class PipelineSource:
 
 def allowed_formats(family: str) -> list[str]:
     """The prompt layouts a model family was trained for (prefix-only always works)."""
-    from .prompt import choose_format
+    from codecomplete.core.prompt import choose_format
 
     allowed = []
     for fmt in FORMATS:
@@ -520,9 +520,9 @@ def allowed_formats(family: str) -> list[str]:
 def command(sets, limit, seed, jobs, model, formats, postprocess, ablate, repo_context, repo_paths, json_path,
             max_tokens, time_budget_ms) -> None:
     """Measure completion quality: HumanEval infilling (pass@1, exact match) and masked repository lines."""
-    from .config import load_settings
-    from .pipeline import load_engine
-    from .prompt import detect_family
+    from codecomplete.config import load_settings
+    from codecomplete.core.pipeline import load_engine
+    from codecomplete.core.prompt import detect_family
 
     if json_path and not os.access(Path(json_path).resolve().parent, os.W_OK):  # fail before the long run
         raise UserError(f"cannot write {json_path}: its directory is missing or not writable")
@@ -590,7 +590,7 @@ def command(sets, limit, seed, jobs, model, formats, postprocess, ablate, repo_c
 
 
 def _check_formats(family: str, formats: Sequence[str]) -> None:
-    from .prompt import choose_format
+    from codecomplete.core.prompt import choose_format
 
     for fmt in formats:
         choose_format(family, fmt, "")

@@ -26,9 +26,9 @@ from typing import Any
 import click
 import platformdirs
 
-from .config import config_path
-from .daemon_client import LOG_NAME, DaemonClient, ensure_daemon, find_daemon, runtime_dir
-from .errors import UserError
+from codecomplete.config import config_path
+from codecomplete.errors import UserError
+from codecomplete.serving.client import LOG_NAME, DaemonClient, ensure_daemon, find_daemon, runtime_dir
 
 try:
     from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, QUrl, Signal
@@ -134,7 +134,7 @@ class RecentModels:
 
 def model_choices(recent: list[str]) -> list[ModelChoice]:
     """Catalog models present on disk, then recent local files that still exist."""
-    from .models import describe_models
+    from codecomplete.models import describe_models
 
     choices = [ModelChoice(f"{row['name']} ({row['params']}, {row['quant']})", row["name"], row["path"])
                for row in describe_models() if row["present"]]

@@ -43,9 +43,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import __version__
-from .config import Settings, load_settings
-from .daemon_client import (
+from codecomplete import __version__
+from codecomplete.config import Settings, load_settings
+from codecomplete.core.interrupt import Interrupt
+from codecomplete.errors import UserError, quietly
+from codecomplete.models import resolve_model
+from codecomplete.serving.client import (
     CLIENT_HEADER,
     ENDPOINT_NAME,
     SERVE_LOCK_NAME,
@@ -56,13 +59,10 @@ from .daemon_client import (
     runtime_dir,
     write_endpoint,
 )
-from .errors import UserError, quietly
-from .interrupt import Interrupt
-from .models import resolve_model
-from .net import parse_loopback
-from .service import MODEL_KEYS, CompletionService
+from codecomplete.serving.net import parse_loopback
+from codecomplete.serving.service import MODEL_KEYS, CompletionService
 
-log = logging.getLogger("codecomplete.daemon")
+log = logging.getLogger("codecomplete.serving.app")
 
 HISTOGRAM_MS = (50, 100, 200, 500, 1000, 2000, 5000)
 CLIENT_TTL_S = 600.0  # a client not heard from for this long no longer counts as connected
@@ -481,7 +481,7 @@ def _snippets(body: dict[str, Any]) -> list[Any] | None:
         return None
     if not isinstance(raw, list) or not all(isinstance(s, dict) for s in raw):
         raise UserError("snippets must be a list of {path, text} objects")
-    from .repoindex import Snippet
+    from codecomplete.workspace.index import Snippet
 
     return [Snippet(_field(s, "path", str), 0, 0, _field(s, "text", str), 0.0) for s in raw]
 
@@ -891,7 +891,7 @@ def memory_benchmark(editors: int = 3, *, model: str | None = None) -> dict[str,
 async def _memory_benchmark(editors: int, model: str | None) -> dict[str, Any]:
     import tempfile
 
-    from .daemon_client import RUNTIME_ENV, DaemonClient
+    from codecomplete.serving.client import RUNTIME_ENV, DaemonClient
 
     with tempfile.TemporaryDirectory(prefix="cc-mem-") as tmp:
         directory = Path(tmp) / "rt"

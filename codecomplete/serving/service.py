@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .cache import SuggestionCache
-from .config import Settings
-from .errors import UserError
-from .pipeline import Completer, Completion, load_engine
+from codecomplete.config import Settings
+from codecomplete.core.cache import SuggestionCache
+from codecomplete.core.pipeline import Completer, Completion, load_engine
+from codecomplete.errors import UserError
 
 # Settings that need the model reloaded when they change.
 MODEL_KEYS = ("model", "n_ctx", "n_threads", "n_gpu_layers", "main_gpu", "flash_attn", "backend", "remote_url", "fim")

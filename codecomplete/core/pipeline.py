@@ -13,17 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from . import context as context_mod
-from . import postprocess as postprocess_mod
-from .config import Settings
-from .engine import Engine
-from .models import resolve_model
-from .prompt import build_prompt, choose_format, detect_family, with_token_healing
-from .tokencache import IncrementalTokenizer
+from codecomplete.config import Settings
+from codecomplete.core import context as context_mod
+from codecomplete.core import postprocess as postprocess_mod
+from codecomplete.core.prompt import build_prompt, choose_format, detect_family, with_token_healing
+from codecomplete.core.tokencache import IncrementalTokenizer
+from codecomplete.engines.llama import Engine
+from codecomplete.models import resolve_model
 
 if TYPE_CHECKING:
-    from .remote import RemoteEngine
-    from .repoindex import RepoIndex, Snippet
+    from codecomplete.engines.remote import RemoteEngine
+    from codecomplete.workspace.index import RepoIndex, Snippet
 
 # Tokens kept free in the context window for the answer beyond the largest max_tokens setting.
 _CONTEXT_MARGIN = 8
@@ -100,7 +100,7 @@ def load_engine(settings: Settings) -> Engine | RemoteEngine:
     """The configured engine: a model loaded in this process (catalog name, path, or the embedded default;
     validated), or a server that already runs one — then only the prompt crosses the wire."""
     if settings.backend != "local":
-        from .remote import RemoteEngine
+        from codecomplete.engines.remote import RemoteEngine
 
         return RemoteEngine(settings.backend, settings.remote_url, model=settings.model, fim=settings.fim,
                             n_ctx=settings.n_ctx)
@@ -123,7 +123,7 @@ class Completer:
         room: int,
     ) -> list:
         """Snippets from other files for the code around the cursor, rendered for this model family."""
-        from .repoindex import format_snippets, style_for_family
+        from codecomplete.workspace.index import format_snippets, style_for_family
 
         budget = min(s.repo_context_budget, room - _REPO_HEADER_SLACK)
         if budget <= _REPO_HEADER_SLACK:

@@ -1,0 +1,1 @@
+"""Tools around the product: benchmarks, quality evaluation, diagnostics and the tray app."""

@@ -1,0 +1,1 @@
+"""The workspace index: snippets from the rest of the repository for cross-file context."""
