@@ -105,7 +105,8 @@ def infill(location, language, model, fmt, max_tokens, token_budget, time_budget
 
         result = complete_with_daemon(text, offset, lang, settings)
     if result is None:
-        from codecomplete.core.pipeline import Completer, load_engine
+        from codecomplete.core.pipeline import Completer
+        from codecomplete.engines import load_engine
 
         engine = load_engine(settings)
         result = Completer(engine, settings).complete(text, offset, lang).to_json()

@@ -25,9 +25,10 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 FORMATS = ("auto", "psm", "spm", "prefix")
-# Mirrors of codecomplete.engines.remote's lists (not imported here: remote pulls in llama.cpp through engine).
 REMOTE_BACKENDS = ("llama-server", "llama-server-infill", "openai", "ollama")
 FIM_FAMILIES = ("auto", "none", "codellama", "starcoder", "deepseek", "qwen", "codestral")
+# Settings that need the model loaded again when they change; the daemon keeps its own for every editor.
+MODEL_KEYS = ("model", "n_ctx", "n_threads", "n_gpu_layers", "main_gpu", "flash_attn", "backend", "remote_url", "fim")
 
 
 @dataclass(frozen=True)

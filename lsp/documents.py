@@ -16,18 +16,11 @@ from lsprotocol import types
 
 from codecomplete.core.context import parse_end
 from codecomplete.core.languages import get_parser, language_for_path, normalize_language
+from codecomplete.core.source import line_starts, offset_at, units
 from codecomplete.errors import UserError
 
 # Past this size a document gets plain line windows: parsing megabytes per keystroke buys nothing.
 MAX_PARSED_BYTES = 4 * 1024 * 1024
-
-
-def _units(ch: str, encoding: str) -> int:
-    if encoding == types.PositionEncodingKind.Utf8:
-        return len(ch.encode("utf-8"))
-    if encoding == types.PositionEncodingKind.Utf16:
-        return 2 if ord(ch) > 0xFFFF else 1
-    return 1
 
 
 @dataclass
@@ -89,45 +82,16 @@ class Document:
     def line_starts(self) -> np.ndarray:
         """Character offsets of the line starts (an array: an edit shifts the lines below in place)."""
         if self._line_starts is None:
-            starts = [0]
-            find = self.text.find
-            i = find("\n")
-            while i >= 0:
-                starts.append(i + 1)
-                i = find("\n", i + 1)
-            self._line_starts = np.array(starts, dtype=np.int64)
+            self._line_starts = np.array(line_starts(self.text), dtype=np.int64)
         return self._line_starts
-
-    def line_text(self, line: int) -> str:
-        starts = self.line_starts()
-        end = int(starts[line + 1]) - 1 if line + 1 < len(starts) else len(self.text)
-        return self.text[int(starts[line]) : end].rstrip("\r")
 
     def offset_at(self, position: types.Position, encoding: str) -> int:
         """Character offset of an LSP position in the negotiated encoding; UserError when outside the text."""
-        starts = self.line_starts()
-        if not 0 <= position.line < len(starts):
-            raise UserError(f"line {position.line} is past the end of the document ({len(starts)} lines)")
-        line = self.line_text(position.line)
-        first = int(starts[position.line])
-        target = position.character
-        if line.isascii():  # one unit per character in every encoding
-            if target <= len(line):
-                return first + target
-            raise UserError(f"character {target} is past the end of line {position.line}")
-        units = 0
-        for i, ch in enumerate(line):
-            if units >= target:
-                return first + i
-            units += _units(ch, encoding)
-        if units >= target:
-            return first + len(line)
-        raise UserError(f"character {target} is past the end of line {position.line}")
+        return offset_at(self.text, position.line, position.character, encoding=encoding, starts=self.line_starts())
 
     def position_at(self, offset: int, encoding: str) -> types.Position:
         line = self._row(offset)
-        column = sum(_units(ch, encoding) for ch in self.text[int(self.line_starts()[line]) : offset])
-        return types.Position(line=line, character=column)
+        return types.Position(line=line, character=units(self.text[int(self.line_starts()[line]) : offset], encoding))
 
     def _row(self, offset: int) -> int:
         """The line an offset is on: the last line start at or before it."""

@@ -25,17 +25,15 @@ import test_lsp
 from lsprotocol import types
 
 from codecomplete.errors import UserError
-from codecomplete.serving.client import (
-    ENDPOINT_NAME,
-    SOCKET_NAME,
-    DaemonClient,
-    document_window,
-    ensure_daemon,
-    find_daemon,
-    read_endpoint,
-)
+from codecomplete.serving.client import DaemonClient, document_window, ensure_daemon, find_daemon
+from codecomplete.serving.runtime import ENDPOINT_NAME, SOCKET_NAME, read_endpoint
 
 pytestmark = pytest.mark.slow
+
+
+def complete(client: DaemonClient, body: dict) -> dict:
+    """``POST /v1/complete`` with a raw body: the wire format as any client may send it."""
+    return client.request("POST", "/v1/complete", body, wait=True)
 
 SERVE = [sys.executable, "-m", "codecomplete.cli", "serve"]
 LONG = {"maxTokens": 1500, "maxTokensSingleLine": 1500, "timeBudgetMs": 120000, "postprocess": False}
@@ -285,7 +283,7 @@ def test_infill_answers_a_llama_server_shaped_request(daemon: DaemonClient) -> N
     # the same cursor through our own API gives the same suggestion
     text = request["input_extra"][0]["text"]
     whole = f"\n\n--- snippet ---\n\n{text}\n\n" + request["input_prefix"] + request["prompt"]
-    ours = daemon.complete({
+    ours = complete(daemon, {
         "text": whole + request["input_suffix"], "offset": len(whole),
         "settings": {"maxTokens": 16, "maxTokensSingleLine": 16, "timeBudgetMs": 60000, "reuse": False},
     })
@@ -316,19 +314,19 @@ def test_infill_rejects_bad_bodies_with_one_line_errors(daemon: DaemonClient) ->
     with pytest.raises(UserError, match="field 'input_prefix' must be a string"):
         daemon.request("POST", "/infill", {"input_prefix": 5})
     with pytest.raises(UserError, match="offset 99 is outside"):
-        daemon.complete({"text": "x = 1\n", "offset": 99})
+        complete(daemon, {"text": "x = 1\n", "offset": 99})
     with pytest.raises(UserError, match="unknown setting 'bogus'"):
-        daemon.complete({"text": "x = 1\n", "offset": 0, "settings": {"bogus": 1}})
+        complete(daemon, {"text": "x = 1\n", "offset": 0, "settings": {"bogus": 1}})
     for span in ([0, 3], [-1, 10], [0], "0,6"):
         with pytest.raises(UserError, match="field 'span' must be"):
-            daemon.complete({"text": "x = 1\n", "offset": 0, "span": span})
+            complete(daemon, {"text": "x = 1\n", "offset": 0, "span": span})
     with pytest.raises(UserError, match="no such|not found|unknown"):
         daemon.request("POST", "/model", {"model": "/nope/missing.gguf"})
 
 
 def test_cancel_and_disconnect_stop_the_generation(daemon: DaemonClient) -> None:
     def long_request(request_id: str) -> dict:
-        return daemon.complete({"id": request_id, "doc": "file:///n.py", "text": NUMBERS, "offset": len(NUMBERS),
+        return complete(daemon, {"id": request_id, "doc": "file:///n.py", "text": NUMBERS, "offset": len(NUMBERS),
                                 "settings": LONG})
 
     result: dict = {}
@@ -360,7 +358,7 @@ def test_fair_sharing_between_editors(daemon: DaemonClient) -> None:
     results: dict[str, dict] = {}
 
     def run(name: str, client: DaemonClient, payload: dict) -> None:
-        results[name] = client.complete(payload)
+        results[name] = complete(client, payload)
 
     long_payload = {"doc": "file:///a.py", "text": NUMBERS, "offset": len(NUMBERS), "settings": LONG}
     first = threading.Thread(target=run, args=("a1", hog, {**long_payload, "id": "a1"}))
@@ -392,10 +390,10 @@ def test_idle_unload_and_reload_on_demand(runtime: Path) -> None:
         wait_status(client, lambda s: s["state"] == "ready")
         request = {"text": "def add(a, b):\n    return ", "offset": 26,
                    "settings": {"maxTokens": 4, "maxTokensSingleLine": 4, "reuse": False}}
-        assert client.complete(request)["prompt"]
+        assert complete(client, request)["prompt"]
         status = wait_status(client, lambda s: s["unloaded"], timeout=30)
         assert status["state"] == "idle" and status["daemon_state"] == "unloaded" and status["unloads"] == 1
-        again = client.complete(request)
+        again = complete(client, request)
         assert again["prompt"] and again["stop_reason"] != "cancelled"
         status = client.status()
         assert status["loads"] == 2 and status["state"] == "ready" and not status["unloaded"]
@@ -409,9 +407,9 @@ def test_pause_refuses_completions_until_resumed(daemon: DaemonClient) -> None:
     assert daemon.request("POST", "/pause") == {"paused": True}
     assert daemon.status()["daemon_state"] == "paused"
     with pytest.raises(UserError, match="paused"):
-        daemon.complete(request)
+        complete(daemon, request)
     daemon.request("POST", "/resume")
-    assert "prompt" in daemon.complete(request)
+    assert "prompt" in complete(daemon, request)
 
 
 def test_model_switch_reloads_for_every_editor(daemon: DaemonClient, embedded_model: Path) -> None:
@@ -423,14 +421,14 @@ def test_model_switch_reloads_for_every_editor(daemon: DaemonClient, embedded_mo
     assert after["loads"] == 2 and after["state"] == "ready"
     assert after["settings"]["model"] == str(embedded_model) and after["settings"]["n_ctx"] == 2048
     other = DaemonClient(daemon.endpoint, "editor-b")
-    answer = other.complete({"text": "x = ", "offset": 4, "settings": {"n_ctx": 99999, "maxTokens": 2}})
+    answer = complete(other, {"text": "x = ", "offset": 4, "settings": {"n_ctx": 99999, "maxTokens": 2}})
     assert answer["prompt"]  # a request's model-level settings are ignored: one model for every editor
     assert daemon.status()["settings"]["n_ctx"] == 2048
 
 
 @pytest.mark.usefixtures("runtime")
 def test_memory_benchmark_compares_shared_and_self_contained() -> None:
-    from codecomplete.serving.app import memory_benchmark
+    from codecomplete.tools.memory import memory_benchmark
 
     result = memory_benchmark(2)
     assert len(result["shared"]["editors"]) == len(result["self_contained"]["editors"]) == 2

@@ -11,24 +11,24 @@ import pytest
 
 from codecomplete.core.interrupt import Interrupt
 from codecomplete.core.prompt import build_prompt
-from codecomplete.engines.llama import EVAL_BLOCK_TOKENS, Engine
+from codecomplete.engines.llama import EVAL_BLOCK_TOKENS, LlamaEngine
 
 
 @pytest.fixture(scope="module")
-def engine_2023(codellama_2023_gguf: Path) -> Engine:
-    eng = Engine(codellama_2023_gguf, n_ctx=1024)
+def engine_2023(codellama_2023_gguf: Path) -> LlamaEngine:
+    eng = LlamaEngine(codellama_2023_gguf, n_ctx=1024)
     yield eng
     eng.close()
 
 
 @pytest.fixture(scope="module")
-def smol(embedded_model: Path) -> Engine:
-    eng = Engine(embedded_model, n_ctx=2048)
+def smol(embedded_model: Path) -> LlamaEngine:
+    eng = LlamaEngine(embedded_model, n_ctx=2048)
     yield eng
     eng.close()
 
 
-def test_2023_layout_eot_is_not_eog_for_llama_cpp(engine_2023: Engine) -> None:
+def test_2023_layout_eot_is_not_eog_for_llama_cpp(engine_2023: LlamaEngine) -> None:
     """The trap this engine exists to avoid: llama.cpp alone would generate straight past <EOT>."""
     vocab = engine_2023._vocab
     assert llama_cpp.llama_vocab_eot(vocab) == -1
@@ -38,7 +38,7 @@ def test_2023_layout_eot_is_not_eog_for_llama_cpp(engine_2023: Engine) -> None:
 
 @pytest.mark.parametrize("layout", ["2023", "tidy"])
 def test_generation_stops_at_eot_without_eot_text(layout, codellama_2023_gguf, codellama_tidy_gguf) -> None:
-    eng = Engine(codellama_2023_gguf if layout == "2023" else codellama_tidy_gguf, n_ctx=512)
+    eng = LlamaEngine(codellama_2023_gguf if layout == "2023" else codellama_tidy_gguf, n_ctx=512)
     try:
         prompt = build_prompt(eng, "def f(x):\n   ", "\n", "psm")
         gen = eng.generate(prompt.token_ids, max_tokens=50)
@@ -49,13 +49,13 @@ def test_generation_stops_at_eot_without_eot_text(layout, codellama_2023_gguf, c
         eng.close()
 
 
-def test_max_tokens_stop(engine_2023: Engine) -> None:
+def test_max_tokens_stop(engine_2023: LlamaEngine) -> None:
     prompt = build_prompt(engine_2023, "def f(x):\n   ", "\n", "psm")
     gen = engine_2023.generate(prompt.token_ids, max_tokens=1)
     assert (gen.text, gen.stop_reason, len(gen.token_ids)) == (" return", "max_tokens", 1)
 
 
-def test_time_budget_stop(engine_2023: Engine) -> None:
+def test_time_budget_stop(engine_2023: LlamaEngine) -> None:
     # Not ending in <MID>: the bigram model continues with "a" forever, so only the budget stops it.
     gen = engine_2023.generate([1, 100], max_tokens=900, time_budget_s=0.05)
     assert gen.stop_reason == "time_budget"
@@ -63,7 +63,7 @@ def test_time_budget_stop(engine_2023: Engine) -> None:
     assert set(gen.text) == {"a"}
 
 
-def test_cancel_flag_stops_generation(engine_2023: Engine) -> None:
+def test_cancel_flag_stops_generation(engine_2023: LlamaEngine) -> None:
     cancel = threading.Event()
     seen: list[int] = []
 
@@ -78,12 +78,12 @@ def test_cancel_flag_stops_generation(engine_2023: Engine) -> None:
     assert len(gen.token_ids) == 5  # stopped right at the next check, within one token
 
 
-def test_stop_callback_reason_is_reported(engine_2023: Engine) -> None:
+def test_stop_callback_reason_is_reported(engine_2023: LlamaEngine) -> None:
     gen = engine_2023.generate([1, 100], max_tokens=900, stop=lambda t: "block_end" if len(t) >= 3 else None)
     assert (gen.text, gen.stop_reason) == ("aaa", "block_end")
 
 
-def test_prompt_too_long_is_refused(engine_2023: Engine) -> None:
+def test_prompt_too_long_is_refused(engine_2023: LlamaEngine) -> None:
     with pytest.raises(ValueError, match="does not fit"):
         engine_2023.generate([1] * 2000, max_tokens=4)
 
@@ -107,7 +107,7 @@ def expected_reuse(first: list[int], second: list[int]) -> int:
 
 
 @pytest.mark.parametrize("before,after", EDITS)
-def test_kv_reuse_never_changes_output(smol: Engine, before: str, after: str) -> None:
+def test_kv_reuse_never_changes_output(smol: LlamaEngine, before: str, after: str) -> None:
     """Reuse must be invisible: the same prompt gives the same tokens with a warm or a cold cache."""
     first = smol.tokenize(HEADER + before)
     second = smol.tokenize(HEADER + after)
@@ -122,7 +122,7 @@ def test_kv_reuse_never_changes_output(smol: Engine, before: str, after: str) ->
     assert warm.n_evaluated == len(second) - warm.n_reused
 
 
-def test_typing_with_reuse_gives_exactly_the_fresh_answers(smol: Engine) -> None:
+def test_typing_with_reuse_gives_exactly_the_fresh_answers(smol: LlamaEngine) -> None:
     """A typing session, including typing exactly what the model generated (cached as single-token steps):
     every longer answer equals a cold evaluation's. Reusing from the edit's exact token instead of whole
     blocks changed about 4 in 10 such answers (llama.cpp's numbers depend on the batch split)."""
@@ -143,7 +143,7 @@ def test_typing_with_reuse_gives_exactly_the_fresh_answers(smol: Engine) -> None
             text += source[start + step * 7 : start + step * 7 + 7]
 
 
-def test_repeated_prompt_reuses_all_but_the_last_block(smol: Engine) -> None:
+def test_repeated_prompt_reuses_all_but_the_last_block(smol: LlamaEngine) -> None:
     ids = smol.tokenize(HEADER + "def fib(n):\n    ")
     smol.generate(ids, max_tokens=4)
     again = smol.generate(ids, max_tokens=4)
@@ -151,7 +151,7 @@ def test_repeated_prompt_reuses_all_but_the_last_block(smol: Engine) -> None:
     assert 1 <= again.n_evaluated <= EVAL_BLOCK_TOKENS
 
 
-def test_token_healing_retypes_the_removed_bytes(smol: Engine) -> None:
+def test_token_healing_retypes_the_removed_bytes(smol: LlamaEngine) -> None:
     """Without the trailing indentation token the model must first produce those bytes again; they are not
     part of the returned text, and the continuation starts where the prefix ended."""
     from codecomplete.core.prompt import build_prompt, with_token_healing
@@ -166,7 +166,7 @@ def test_token_healing_retypes_the_removed_bytes(smol: Engine) -> None:
     assert gen.text.startswith("urn")  # "ret" + "urn": the word completed, nothing re-emitted
 
 
-def test_healing_candidates_agree_with_the_bytes(smol: Engine) -> None:
+def test_healing_candidates_agree_with_the_bytes(smol: LlamaEngine) -> None:
     need = b"\n    "
     cands = smol.healing_candidates(need)
     assert cands.size > 0
@@ -175,7 +175,7 @@ def test_healing_candidates_agree_with_the_bytes(smol: Engine) -> None:
         assert p.startswith(need) or need.startswith(p)
 
 
-def test_kv_shift_reuses_moved_chunks(smol: Engine) -> None:
+def test_kv_shift_reuses_moved_chunks(smol: LlamaEngine) -> None:
     """A window whose start moved down: with shifting, the rest of the old window is moved into place."""
     lines = Path(__file__).read_text().splitlines(True)
     before, after = "".join(lines[0:60]), "".join(lines[10:65])
@@ -191,7 +191,7 @@ def test_kv_shift_reuses_moved_chunks(smol: Engine) -> None:
     assert moved.n_evaluated == len(second) - moved.n_reused < len(second) // 2
 
 
-def test_cancel_is_seen_during_a_long_prompt_evaluation(smol: Engine) -> None:
+def test_cancel_is_seen_during_a_long_prompt_evaluation(smol: LlamaEngine) -> None:
     """Prompt evaluation runs in chunks with a cancel check between them, not as one uninterruptible call."""
     ids = smol.tokenize(Path(__file__).read_text())[:1500]
     smol.reset_cache()
@@ -218,7 +218,7 @@ class _SetBeforeThePythonChecksLook(Interrupt):
         return self.asked > 1
 
 
-def test_an_interrupt_stops_llama_cpp_inside_an_evaluation(smol: Engine) -> None:
+def test_an_interrupt_stops_llama_cpp_inside_an_evaluation(smol: LlamaEngine) -> None:
     """A prefetch's block is not waited for: llama.cpp aborts it midway, drops it from the KV cache, and the next
     request's output is exactly a fresh evaluation's."""
     ids = smol.tokenize(Path(__file__).read_text())[:200]

@@ -136,7 +136,7 @@ async def test_inline_completion_after_incremental_edits(tmp_path: Path) -> None
         assert len(status.latencies_ms) == 1 and status.last_latency_ms > 0
         # The server's own time for the keystroke, outside llama.cpp, covers at least cutting and tokenizing.
         timings = status.recent[-1].timings_ms
-        assert timings.daemon >= timings.context + timings.tokenize
+        assert timings.keystroke >= timings.context + timings.tokenize
     finally:
         await client.shutdown_session()
 

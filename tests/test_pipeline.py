@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from codecomplete.config import Settings
-from codecomplete.core.pipeline import Completer, WindowMemory
-from codecomplete.engines.llama import Engine
+from codecomplete.core.pipeline import Completer, Placement, WindowMemory
+from codecomplete.engines.llama import LlamaEngine
 
 SOURCE = "".join(
     f"def step_{i}(value, scale=2):\n    \"\"\"Step {i} of the pipeline.\"\"\"\n    return value * scale + {i}\n\n\n"
@@ -30,22 +30,22 @@ def test_memory_finds_edges_again_after_typing_between_them() -> None:
 
 
 def test_memory_places_a_window_in_its_document() -> None:
-    """The daemon gets a window of the document (``span``): edges are remembered in document coordinates."""
+    """The daemon gets a window of the document (``Placement``): edges are remembered in document coordinates."""
     memory = WindowMemory()
     document = "".join(f"line {i}\n" for i in range(100))
     base = document.index("line 10\n")
     window = document[base : document.index("line 90\n")]
     start, end = window.index("line 20\n"), window.index("line 80\n")
-    memory.remember("doc", window, start, end, base, len(document))
+    memory.remember("doc", window, start, end, Placement(base, len(document)))
     moved_base = document.index("line 12\n")  # the next window starts lower
     moved = document[moved_base : document.index("line 92\n")]
-    assert memory.recall("doc", moved, moved_base, len(document)) == (
+    assert memory.recall("doc", moved, Placement(moved_base, len(document))) == (
         moved.index("line 20\n"), moved.index("line 80\n"))
 
 
 @pytest.fixture(scope="module")
 def completer(embedded_model: Path) -> Completer:
-    engine = Engine(embedded_model, n_ctx=2048)
+    engine = LlamaEngine(embedded_model, n_ctx=2048)
     yield Completer(engine, Settings(token_budget=400, max_tokens=4, max_tokens_single_line=4))
     engine.close()
 
@@ -58,7 +58,7 @@ def _type_lines(completer: Completer, doc: str | None) -> tuple[int, int, set[in
     for n in range(1, TYPED.count("\n") + 1):
         typed = "".join(TYPED.splitlines(keepends=True)[:n])
         text = SOURCE[:cursor] + typed + SOURCE[cursor:]
-        result = completer.complete(text, cursor + len(typed), "python", doc=doc)
+        result = completer.complete(text, cursor + len(typed), "python", key=doc)
         reused += result.tokens["reused"]
         prompt += result.tokens["prompt"]
         firsts.add(tuple(result.prompt_token_ids[:8]))

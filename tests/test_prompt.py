@@ -9,7 +9,7 @@ import pytest
 from gguf_factory import FIM_MID, FIM_PRE, FIM_SUF, SPACE, piece_id
 
 from codecomplete.core.prompt import build_prompt, choose_format, detect_family, encode_infilling
-from codecomplete.engines.llama import Engine
+from codecomplete.engines.llama import LlamaEngine
 from codecomplete.errors import UserError
 
 BOS = 1
@@ -17,9 +17,9 @@ PRE, SUF, MID = 32007, 32008, 32009
 
 
 @pytest.fixture(scope="module", params=["2023", "tidy"])
-def engine(request, codellama_2023_gguf: Path, codellama_tidy_gguf: Path) -> Engine:
+def engine(request, codellama_2023_gguf: Path, codellama_tidy_gguf: Path) -> LlamaEngine:
     path = codellama_2023_gguf if request.param == "2023" else codellama_tidy_gguf
-    eng = Engine(path, n_ctx=512)
+    eng = LlamaEngine(path, n_ctx=512)
     yield eng
     eng.close()
 
@@ -32,7 +32,7 @@ def _sp_encode(llm_path: str, text: str) -> list[int]:
 _REF_TOKENIZERS: dict[str, llama_cpp.Llama] = {}
 
 
-def reference_tokens(engine: Engine, prefix: str, suffix: str, suffix_first: bool) -> list[int]:
+def reference_tokens(engine: LlamaEngine, prefix: str, suffix: str, suffix_first: bool) -> list[int]:
     """`infilling_prompt_tokens` of facebookresearch/codellama, built from a separate tokenizer instance."""
     path = engine.info.path
     if path not in _REF_TOKENIZERS:
@@ -60,7 +60,7 @@ CASES = [
 ]
 
 
-def test_fim_ids_are_found_in_both_layouts(engine: Engine) -> None:
+def test_fim_ids_are_found_in_both_layouts(engine: LlamaEngine) -> None:
     info = engine.info
     assert (info.fim_pre, info.fim_suf, info.fim_mid, info.eot) == (PRE, SUF, MID, 32010)
     assert engine.token_text(PRE) == FIM_PRE and engine.token_text(MID) == FIM_MID
@@ -70,13 +70,13 @@ def test_fim_ids_are_found_in_both_layouts(engine: Engine) -> None:
 
 @pytest.mark.parametrize("prefix,suffix", CASES)
 @pytest.mark.parametrize("fmt", ["psm", "spm"])
-def test_codellama_prompt_matches_reference(engine: Engine, prefix: str, suffix: str, fmt: str) -> None:
+def test_codellama_prompt_matches_reference(engine: LlamaEngine, prefix: str, suffix: str, fmt: str) -> None:
     prompt = build_prompt(engine, prefix, suffix, fmt)
     assert prompt.token_ids == reference_tokens(engine, prefix, suffix, suffix_first=fmt == "spm")
     assert prompt.family == "codellama" and prompt.format == fmt
 
 
-def test_psm_layout_spelled_out(engine: Engine) -> None:
+def test_psm_layout_spelled_out(engine: LlamaEngine) -> None:
     """The exact ids for one case, so a shared mistake in both constructions would still show."""
     prompt = build_prompt(engine, "def f(x):", "\n    return x", "psm")
     sp = piece_id
@@ -91,7 +91,7 @@ def test_psm_layout_spelled_out(engine: Engine) -> None:
     assert prompt.text == f"<s>{FIM_PRE} def f(x):{FIM_SUF}\n    return x{FIM_MID}"
 
 
-def test_encode_infilling_keeps_leading_space_and_round_trips(engine: Engine) -> None:
+def test_encode_infilling_keeps_leading_space_and_round_trips(engine: LlamaEngine) -> None:
     for text in ["\n    return x", " foo", "  bar(x)", "é", "x", "\t1"]:
         ids = encode_infilling(engine, text)
         assert engine.detokenize(ids) == text
@@ -100,7 +100,7 @@ def test_encode_infilling_keeps_leading_space_and_round_trips(engine: Engine) ->
     assert engine.tokenize("\n    return")[0] == piece_id(SPACE)
 
 
-def test_spm_puts_prefix_last(engine: Engine) -> None:
+def test_spm_puts_prefix_last(engine: LlamaEngine) -> None:
     prompt = build_prompt(engine, "x = ", "\n", "spm")
     assert prompt.token_ids[:3] == [BOS, PRE, SUF]
     assert prompt.token_ids.index(MID) < len(prompt.token_ids) - 1
@@ -119,7 +119,7 @@ def test_choose_format() -> None:
 
 
 def test_prefix_only_for_models_without_fim(embedded_model: Path) -> None:
-    eng = Engine(embedded_model, n_ctx=256)
+    eng = LlamaEngine(embedded_model, n_ctx=256)
     try:
         assert detect_family(eng) == "none"
         prompt = build_prompt(eng, "def add(a, b):\n", "    pass\n", "prefix")
@@ -134,7 +134,7 @@ class _BpeStub:
     DeepSeek or Qwen GGUF ships here, and the layout is a pure function of the ids llama.cpp reports."""
 
     def __init__(self, texts: dict[int, str], **fim: int) -> None:
-        from codecomplete.engines.llama import ModelInfo
+        from codecomplete.types import ModelInfo
 
         self.texts = texts
         self.info = ModelInfo(

@@ -3,7 +3,7 @@
 llama-cpp-python's own OpenAI-compatible server (`llama_cpp.server`) runs for real, with the embedded SmolLM2 and
 with a Code-Llama-shaped fixture model. llama-server and Ollama cannot run here (no binaries): small fake servers
 check that requests have the shape their documented APIs expect and answer with realistic streams. The fake
-llama-server tokenizes with llama.cpp itself (a local Engine on the fixture model), so ids are the model's own.
+llama-server tokenizes with llama.cpp itself (a local LlamaEngine on the fixture model), so ids are the model's own.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from gguf_factory import FIM_EOT, FIM_MID, FIM_PRE, FIM_SUF, SPACE, piece_id
 from codecomplete.config import Settings
 from codecomplete.core.pipeline import Completer
 from codecomplete.core.prompt import detect_family
-from codecomplete.engines.llama import Engine
+from codecomplete.engines.llama import LlamaEngine
 from codecomplete.engines.remote import RemoteEngine, check_url, render_fim
 from codecomplete.errors import UserError
+from codecomplete.types import StopReason
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -97,8 +98,8 @@ def smol_remote(smol_server: LlamaCppServer) -> Iterator[RemoteEngine]:
 
 
 @pytest.fixture(scope="module")
-def smol_local(embedded_model: Path) -> Iterator[Engine]:
-    engine = Engine(embedded_model, n_ctx=2048, n_threads=1)
+def smol_local(embedded_model: Path) -> Iterator[LlamaEngine]:
+    engine = LlamaEngine(embedded_model, n_ctx=2048, n_threads=1)
     yield engine
     engine.close()
 
@@ -121,7 +122,7 @@ def test_openai_completion_matches_the_local_engine(smol_remote, smol_local, doc
     remote = Completer(smol_remote, settings).complete(doc, offset, "python")
     local = Completer(smol_local, settings).complete(doc, offset, "python")
     assert remote.format == local.format == "prefix"
-    assert remote.completion and remote.completion == local.completion
+    assert remote.suggestion and remote.suggestion == local.suggestion
     assert remote.raw == local.raw and remote.stop_reason == local.stop_reason
     assert remote.timings_ms["prompt_eval"] > 0 and remote.timings_ms["total"] < 30_000
 
@@ -132,10 +133,10 @@ def test_stop_callback_ends_the_stream_early(smol_remote: RemoteEngine) -> None:
 
     def stop(text: str) -> str | None:
         seen.append(text)
-        return "line_end" if "\n" in text else None
+        return StopReason.SINGLE_LINE if "\n" in text else None
 
     gen = smol_remote.generate(prompt, max_tokens=300, stop=stop)
-    assert gen.stop_reason == "line_end" and gen.text == seen[-1]
+    assert gen.stop_reason == StopReason.SINGLE_LINE and gen.text == seen[-1]
     assert gen.text.count("\n") == 1 and len(seen) < 30
     assert smol_remote.detokenize(gen.token_ids) == gen.text
     # The stream was closed, not drained: the server is free for the next request at once.
@@ -202,7 +203,7 @@ def codellama_server(codellama_2023_gguf: Path, tmp_path_factory) -> Iterator[Ll
 
 def test_openai_fim_text_prompt_on_a_codellama_shaped_model(codellama_server, codellama_2023_gguf) -> None:
     remote = RemoteEngine("openai", codellama_server.url, n_ctx=2048)
-    local = Engine(codellama_2023_gguf, n_ctx=2048, n_threads=1)
+    local = LlamaEngine(codellama_2023_gguf, n_ctx=2048, n_threads=1)
     try:
         # The server's /extras/tokenize reads `<PRE>` and `<SUF>` as one token each: the family is found.
         assert remote.family == "codellama" == detect_family(remote)
@@ -297,13 +298,13 @@ def sse(data: Any) -> list[str]:
 
 
 class FakeLlamaServer:
-    """llama-server's /props, /tokenize, /detokenize, /completion and /infill, on a local Engine's vocabulary.
+    """llama-server's /props, /tokenize, /detokenize, /completion and /infill, on a local LlamaEngine's vocabulary.
 
     /completion and /infill stream ``scripts.pop(0)`` (token ids) the way llama-server does: one token per event
     and, like llama-server with a 2023 Code Llama file, straight past `▁<EOT>`, which is no EOG token there.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: LlamaEngine) -> None:
         self.engine = engine
         self.scripts: list[list[int]] = []
         self.server = FakeServer(self.handle)
@@ -368,14 +369,14 @@ def ids(*pieces: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def codellama_local(codellama_2023_gguf: Path) -> Iterator[Engine]:
-    engine = Engine(codellama_2023_gguf, n_ctx=4096, n_threads=1)
+def codellama_local(codellama_2023_gguf: Path) -> Iterator[LlamaEngine]:
+    engine = LlamaEngine(codellama_2023_gguf, n_ctx=4096, n_threads=1)
     yield engine
     engine.close()
 
 
 @pytest.fixture
-def fake_llama(codellama_local: Engine) -> Iterator[FakeLlamaServer]:
+def fake_llama(codellama_local: LlamaEngine) -> Iterator[FakeLlamaServer]:
     fake = FakeLlamaServer(codellama_local)
     yield fake
     fake.close()
@@ -383,7 +384,7 @@ def fake_llama(codellama_local: Engine) -> Iterator[FakeLlamaServer]:
 
 @pytest.mark.parametrize("layout", ["2023", "tidy"])  # FIM pieces NORMAL without metadata, or CONTROL
 def test_llama_server_model_facts_come_from_its_tokenizer(layout, codellama_local, codellama_tidy_gguf) -> None:
-    engine = codellama_local if layout == "2023" else Engine(codellama_tidy_gguf, n_ctx=512, n_threads=1)
+    engine = codellama_local if layout == "2023" else LlamaEngine(codellama_tidy_gguf, n_ctx=512, n_threads=1)
     fake = FakeLlamaServer(engine)
     try:
         remote = RemoteEngine("llama-server", fake.url)
@@ -533,8 +534,9 @@ def test_ollama_prefix_only_is_a_raw_prompt_and_a_stop_closes_the_stream() -> No
     try:
         remote = RemoteEngine("ollama", fake.url, model=FakeOllama.MODEL)
         prompt = remote.tokenize("import os\n")
-        gen = remote.generate(prompt, max_tokens=200, stop=lambda text: "two" if text.count("\n") == 2 else None)
-        assert (gen.text, gen.stop_reason) == ("x = 1\nx = 1\n", "two")
+        gen = remote.generate(prompt, max_tokens=200,
+                              stop=lambda text: StopReason.BLOCK_END if text.count("\n") == 2 else None)
+        assert (gen.text, gen.stop_reason) == ("x = 1\nx = 1\n", StopReason.BLOCK_END)
         body = fake.server.posted("/api/generate")[-1]
         assert body["raw"] is True and "suffix" not in body and body["prompt"] == "import os\n"
         assert fake.server.disconnected.wait(3)

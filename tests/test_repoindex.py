@@ -11,18 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from codecomplete.core.snippets import Segment, Snippet, format_snippets, style_for_family
 from codecomplete.errors import UserError
-from codecomplete.workspace.index import (
-    MAX_SNIPPET_LINES,
-    Hint,
-    RepoIndex,
-    Segment,
-    Snippet,
-    extract_definitions,
-    format_snippets,
-    parse_imports,
-    style_for_family,
-)
+from codecomplete.workspace import MAX_SNIPPET_LINES, Hint, RepoIndex, extract_definitions, parse_imports
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,21 +9,21 @@ from pathlib import Path
 import pytest
 
 from codecomplete.core.tokencache import IncrementalTokenizer
-from codecomplete.engines.llama import Engine
+from codecomplete.engines.llama import LlamaEngine
 
 SOURCE = Path(textwrap.__file__).read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module", params=["embedded", "codellama_2023", "codellama_tidy"])
-def engine(request: pytest.FixtureRequest) -> Engine:
+def engine(request: pytest.FixtureRequest) -> LlamaEngine:
     path = {"embedded": "embedded_model", "codellama_2023": "codellama_2023_gguf",
             "codellama_tidy": "codellama_tidy_gguf"}[request.param]
-    eng = Engine(request.getfixturevalue(path), n_ctx=512)
+    eng = LlamaEngine(request.getfixturevalue(path), n_ctx=512)
     yield eng
     eng.close()
 
 
-def test_typing_and_editing_match_whole_tokenization(engine: Engine) -> None:
+def test_typing_and_editing_match_whole_tokenization(engine: LlamaEngine) -> None:
     """Typed characters, Enter with indentation, deletions and pastes before the end: every result equals
     a fresh tokenization, and most chunks came from memory rather than from llama.cpp."""
     tok = IncrementalTokenizer(engine)
@@ -41,7 +41,7 @@ def test_typing_and_editing_match_whole_tokenization(engine: Engine) -> None:
     assert tok.reused > 10 * tok.fresh
 
 
-def test_windows_of_a_warmed_document_need_almost_no_tokenizing(engine: Engine) -> None:
+def test_windows_of_a_warmed_document_need_almost_no_tokenizing(engine: LlamaEngine) -> None:
     """After ``warm()`` on a document, windows cut anywhere in it (as a jump elsewhere in the file gives)
     equal whole tokenization and take at most their first line's chunk and the last one from llama.cpp."""
     tok = IncrementalTokenizer(engine)

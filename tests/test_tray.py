@@ -25,8 +25,15 @@ from PySide6.QtWidgets import QApplication, QSystemTrayIcon  # noqa: E402
 
 from codecomplete.config import load_settings  # noqa: E402
 from codecomplete.errors import UserError  # noqa: E402
-from codecomplete.serving.client import DaemonClient, ensure_daemon, find_daemon, read_endpoint  # noqa: E402
+from codecomplete.serving.client import DaemonClient, ensure_daemon, find_daemon  # noqa: E402
+from codecomplete.serving.runtime import read_endpoint  # noqa: E402
 from codecomplete.tools.tray import CONFIG_TEMPLATE, RecentModels, TrayApp, TrayController, draw_icon  # noqa: E402
+
+
+def complete(client: DaemonClient, body: dict) -> dict:
+    """``POST /v1/complete`` with a raw body: the wire format as any client may send it."""
+    return client.request("POST", "/v1/complete", body, wait=True)
+
 
 STATES = ("ready", "busy", "loading", "unloaded", "paused", "error")
 
@@ -179,7 +186,7 @@ def test_tray_reflects_pauses_switches_and_stops_the_daemon_it_started(
     assert c.tray.icon().cacheKey() == c.icons["ready"].cacheKey()
 
     editor = DaemonClient(endpoint, "editor")  # another client of the same daemon, as an editor would be
-    assert editor.complete(request("add"))["prompt"]
+    assert complete(editor, request("add"))["prompt"]
     spin(qapp, lambda: re.fullmatch(r"Last completion: \d+ ms", c.latency_action.text()) is not None, what="latency")
 
     c.pause_action.trigger()
@@ -187,12 +194,12 @@ def test_tray_reflects_pauses_switches_and_stops_the_daemon_it_started(
     assert editor.status()["daemon_state"] == "paused" and c.pause_action.text() == "Resume completions"
     assert c.tray.icon().cacheKey() == c.icons["paused"].cacheKey()
     with pytest.raises(UserError, match="paused"):
-        editor.complete(request("sub"))
+        complete(editor, request("sub"))
     with pytest.raises(UserError, match="paused"):
         editor.request("POST", "/infill", {"input_prefix": "x = ", "n_predict": 4}, wait=True)
     c.pause_action.trigger()
     spin(qapp, lambda: c.state == "ready", what="resumed")
-    assert editor.complete(request("sub"))["prompt"]  # answered by the model: the prompt it saw is there
+    assert complete(editor, request("sub"))["prompt"]  # answered by the model: the prompt it saw is there
     assert editor.request("POST", "/infill", {"input_prefix": "x = ", "n_predict": 4}, wait=True)["stop"] is True
 
     # switch to a local file: it is remembered and offered next to the catalog's embedded model

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import tree_sitter
 
-from codecomplete.core.languages import get_parser, normalize_language
+from codecomplete.core.languages import LanguageSpec, get_parser, normalize_language, spec_for
 from codecomplete.errors import UserError
 
 
@@ -48,44 +48,7 @@ class Context:
     suffix_end: int  # character offset in the document where the suffix window ends
 
 
-# Node types whose named children are statements or declarations: a window may start or end at any
-# child of these that owns its lines without cutting through an expression. The root always counts.
-_CONTAINERS: dict[str, frozenset[str]] = {
-    "python": frozenset({"module", "block"}),
-    "javascript": frozenset({"program", "statement_block", "class_body", "switch_body", "switch_case",
-                             "switch_default"}),
-    "typescript": frozenset({"program", "statement_block", "class_body", "switch_body", "switch_case",
-                             "switch_default", "interface_body", "enum_body", "object_type"}),
-    "go": frozenset({"source_file", "block", "statement_list", "field_declaration_list",
-                     "expression_switch_statement", "type_switch_statement", "select_statement",
-                     "expression_case", "type_case", "default_case", "communication_case"}),
-    "rust": frozenset({"source_file", "block", "declaration_list", "field_declaration_list", "match_block",
-                       "enum_variant_list"}),
-    "java": frozenset({"program", "block", "class_body", "interface_body", "enum_body", "constructor_body",
-                       "switch_block", "switch_block_statement_group"}),
-    "c": frozenset({"translation_unit", "compound_statement", "field_declaration_list", "case_statement",
-                    "enumerator_list"}),
-    "cpp": frozenset({"translation_unit", "compound_statement", "field_declaration_list", "case_statement",
-                      "enumerator_list", "declaration_list"}),
-    "lua": frozenset({"chunk", "block"}),
-    "bash": frozenset({"program", "compound_statement", "do_group", "if_statement", "elif_clause",
-                       "else_clause", "case_item"}),
-}
-_CONTAINERS["tsx"] = _CONTAINERS["typescript"]
-
-_STRING_TYPES = frozenset({
-    "string", "template_string", "interpreted_string_literal", "raw_string_literal", "rune_literal",
-    "string_literal", "char_literal", "character_literal", "raw_string", "ansi_c_string", "heredoc_body",
-    "text_block", "system_lib_string",
-})
-# Code embedded in a string: a cursor there is not "in a string".
-_INTERPOLATION_TYPES = frozenset({
-    "interpolation", "template_substitution", "expansion", "simple_expansion", "command_substitution",
-    "arithmetic_expansion",
-})
-_COMMENT_MARKERS: dict[str, tuple[str, ...]] = {"python": ("#",), "bash": ("#",), "lua": ("--",)}
 _BLOCK_COMMENT_END = re.compile(rb"(\*/|\]=*\])\s*$")
-_OPENER_WORD = re.compile(r"\b(then|do|else|repeat)$|\bfunction\b[^()]*\([^()]*\)$")
 _CLOSING_ONLY = re.compile(r"[\s)\]};]*")
 
 # The tree is parsed only this far past the cursor. An edit that leaves a bracket or string open makes
@@ -156,7 +119,8 @@ def build_context(
     line_start = text.rfind("\n", 0, offset) + 1
     newline = text.find("\n", offset)
     line_end = len(text) if newline < 0 else newline + 1
-    situation = _situation(text, offset, row, line_start, line_end, name, root)
+    spec = spec_for(name)
+    situation = _situation(text, offset, row, line_start, line_end, spec, root)
     line_prefix = text[line_start:offset]
     line_suffix = text[offset:line_end]
 
@@ -191,7 +155,7 @@ def build_context(
             return text[above.edges[row - r] : above.edges[row - r - 1] if r < row else line_end]
         return text[below.edges[r - row - 1] : below.edges[r - row]]
 
-    containers = _CONTAINERS.get(name or "", frozenset())
+    containers, strings = (spec.containers, spec.strings) if spec else (frozenset(), frozenset())
     keep_start, keep_end = keep
     start, end = 0, len(text)
     if not above.at_edge:
@@ -200,14 +164,14 @@ def build_context(
             start, stretch = keep_start, stretch - extra
         else:
             far = keep_start is not None
-            start = above.edges[row - _snap_start(root, containers, line_at, above, row, prefix_avail, far)]
+            start = above.edges[row - _snap_start(root, containers, strings, line_at, above, row, prefix_avail, far)]
     if not below.at_edge:
         extra = _extra_cost(text, keep_end, (line_end, len(text)), below.edges[-1], stretch, count_tokens, prefix=False)
         if extra is not None:
             end = keep_end
         else:
             far = keep_end is not None
-            end = below.edges[_snap_end(root, containers, line_at, below, row, suffix_avail, far) - row]
+            end = below.edges[_snap_end(root, containers, strings, line_at, below, row, suffix_avail, far) - row]
     return Context(text[start:offset], text[offset:end], name, situation, start, end)
 
 
@@ -291,6 +255,7 @@ class _Side:
 def _snap_start(
     root: tree_sitter.Node | None,
     containers: frozenset[str],
+    strings: frozenset[str],
     line_at: Callable[[int], str],
     above: _Side,
     row: int,
@@ -317,7 +282,7 @@ def _snap_start(
         return _start_depth(root, containers, r, len(line[: len(line) - len(code)].encode("utf-8")))
 
     def line_depth(r: int) -> int | None:
-        return None if root is not None and _inside_token(root, r) else _line_level(r)
+        return None if root is not None and _inside_token(root, r, strings) else _line_level(r)
 
     rows = range(first_row, row + 1)
     floor = 1 if root is None else _depth_around(root, containers, (first_row, 0), (row, 0))
@@ -330,6 +295,7 @@ def _snap_start(
 def _snap_end(
     root: tree_sitter.Node | None,
     containers: frozenset[str],
+    strings: frozenset[str],
     line_at: Callable[[int], str],
     below: _Side,
     row: int,
@@ -350,7 +316,7 @@ def _snap_end(
         return _end_depth(root, containers, r, end - len(code[-1].encode("utf-8")), end)
 
     def line_depth(r: int) -> int | None:
-        return None if root is not None and _inside_token(root, r + 1) else _line_level(r + 1)
+        return None if root is not None and _inside_token(root, r + 1, strings) else _line_level(r + 1)
 
     rows = range(last_row, row - 1, -1)
     floor = 1 if root is None else _depth_around(root, containers, (row + 1, 0), (last_row + 1, 0))
@@ -515,12 +481,12 @@ def _containers_over(node: tree_sitter.Node, containers: frozenset[str]) -> int:
     return depth
 
 
-def _inside_token(root: tree_sitter.Node, r: int) -> bool:
+def _inside_token(root: tree_sitter.Node, r: int, strings: frozenset[str]) -> bool:
     """True when the start of row `r` lies inside a string or comment that began on an earlier row."""
     point = (r, 0)
     node: tree_sitter.Node | None = root.descendant_for_point_range(point, point)
     while node is not None:
-        if (node.type in _STRING_TYPES or node.type.endswith("comment")) and node.start_point < point:
+        if (node.type in strings or node.type.endswith("comment")) and node.start_point < point:
             return True
         node = node.parent
     return False
@@ -578,13 +544,13 @@ def _situation(
     row: int,
     line_start: int,
     line_end: int,
-    language: str | None,
+    spec: LanguageSpec | None,
     root: tree_sitter.Node | None,
 ) -> Situation:
     line_prefix = text[line_start:offset]
     line_suffix = text[offset:line_end].removesuffix("\n").removesuffix("\r")
     line = line_prefix + line_suffix
-    markers = _COMMENT_MARKERS.get(language or "", ("//",) if language in _CONTAINERS else ("//", "#"))
+    markers = (spec.line_comment,) if spec else ("//", "#")
 
     in_string = in_comment = False
     node_type = None
@@ -593,7 +559,7 @@ def _situation(
         before = (row, point[1] - len(line_prefix[-1:].encode("utf-8")))
         broken = root.descendant_for_point_range((row, 0), point).has_error
         for node in (root.descendant_for_point_range(before, point), root.descendant_for_point_range(point, point)):
-            string, comment, error = _classify(node, point)
+            string, comment, error = _classify(node, point, spec)
             in_string, in_comment, broken = in_string or string, in_comment or comment, broken or error
         if broken and not (in_string or in_comment):  # the tree cannot be trusted here: read the line
             comment_start, quote = _lex(line_prefix, markers)
@@ -605,11 +571,11 @@ def _situation(
         in_string, in_comment = quote is not None, comment_start is not None
 
     if line_prefix.strip():
-        after_opener = _is_opener(_code_part(line_prefix, markers), language)
+        after_opener = _is_opener(_code_part(line_prefix, markers), spec)
         opener_line = None
     else:
         opener_line = _nearby_line(text, line_start, -1)
-        after_opener = opener_line is not None and _is_opener(_code_part(opener_line, markers), language)
+        after_opener = opener_line is not None and _is_opener(_code_part(opener_line, markers), spec)
     empty_block = False
     if after_opener and opener_line is not None and not line.strip() and not (in_string or in_comment):
         following = _nearby_line(text, line_end, 1)
@@ -637,17 +603,20 @@ def _situation(
     )
 
 
-def _classify(node: tree_sitter.Node | None, point: tuple[int, int]) -> tuple[bool, bool, bool]:
+def _classify(
+    node: tree_sitter.Node | None, point: tuple[int, int], spec: LanguageSpec | None
+) -> tuple[bool, bool, bool]:
     """(in string, in comment, inside a syntax error) for `point`, from `node` and its ancestors."""
+    strings, interpolations = (spec.strings, spec.interpolations) if spec else (frozenset(), frozenset())
     string = comment = error = False
     looking = True
     while node is not None:
         kind = node.type
         error = error or node.is_error or node.is_missing
         if looking:
-            if kind in _INTERPOLATION_TYPES:
+            if kind in interpolations:
                 looking = False
-            elif kind in _STRING_TYPES and node.start_point < point < node.end_point:
+            elif kind in strings and node.start_point < point < node.end_point:
                 string, looking = True, False
             elif kind.endswith("comment") and node.start_point < point and (
                 point < node.end_point or not _BLOCK_COMMENT_END.search(node.text or b"")
@@ -685,12 +654,10 @@ def _code_part(line: str, markers: tuple[str, ...]) -> str:
     return line if comment_start is None else line[:comment_start]
 
 
-def _is_opener(code: str, language: str | None) -> bool:
+def _is_opener(code: str, spec: LanguageSpec | None) -> bool:
     code = code.rstrip()
-    return (
-        code.endswith(("(", "[", "{"))
-        or (language == "python" and code.endswith(":"))
-        or (language in ("lua", "bash") and _OPENER_WORD.search(code) is not None)
+    return code.endswith(("(", "[", "{")) or (
+        spec is not None and spec.block_opener is not None and re.search(spec.block_opener, code) is not None
     )
 
 

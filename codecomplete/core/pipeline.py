@@ -1,6 +1,7 @@
 """One completion, end to end: context → prompt → engine → post-processing.
 
-Both the CLI and the language server call ``Completer.complete``; neither owns completion logic.
+The CLI, the in-process service and the daemon all call ``Completer.complete``; none of them owns completion
+logic. The engine comes in from outside (``codecomplete.engines.load_engine``), so this core never loads a runtime.
 """
 
 from __future__ import annotations
@@ -11,25 +12,20 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from codecomplete.config import Settings
 from codecomplete.core import context as context_mod
 from codecomplete.core import postprocess as postprocess_mod
 from codecomplete.core.prompt import build_prompt, choose_format, detect_family, with_token_healing
+from codecomplete.core.snippets import Segment, Snippet, SnippetSource, format_snippets, style_for_family
 from codecomplete.core.tokencache import IncrementalTokenizer
-from codecomplete.engines.llama import Engine
-from codecomplete.models import resolve_model
-
-if TYPE_CHECKING:
-    from codecomplete.engines.remote import RemoteEngine
-    from codecomplete.workspace.index import RepoIndex, Snippet
+from codecomplete.types import Engine, StopReason, Tokenizer
 
 # Tokens kept free in the context window for the answer beyond the largest max_tokens setting.
 _CONTEXT_MARGIN = 8
 # Tokens the repository snippets' rendering may add beyond what the index counted (the current file's header).
 _REPO_HEADER_SLACK = 16
-_CUT_SHORT = ("time_budget", "cancelled")  # max_tokens is the caller's explicit choice
 _EDGE_ANCHOR = 48  # at most this much of the line inside a remembered window edge must be unchanged to keep it
 _REMEMBERED_DOCUMENTS = 64
 # Lines' token counts remembered (windows are budgeted line by line); a document longer than half of it is
@@ -38,44 +34,61 @@ COUNT_MEMO = 65536
 WARM_MAX_LINES = COUNT_MEMO // 2
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a window of a document lies in it: the window's text begins at character ``start`` of a document
+    ``length`` characters long (what the daemon gets from an editor is such a window)."""
+
+    start: int
+    length: int
+
+
 class WindowMemory:
     """Where each document's last prompt window started and ended, to keep those edges still (KV reuse).
 
     An edge is stored with the text beside it and found again at the same offset from its own end of the
-    document: typing below a prefix start or above a suffix end leaves that edge where it was. ``base``
-    and ``total`` place a window of a document (what the daemon gets) in the whole one.
+    document: typing below a prefix start or above a suffix end leaves that edge where it was. A ``Placement``
+    puts a window of a document into the whole one.
     """
 
     def __init__(self) -> None:
         self._edges: collections.OrderedDict[str, tuple[int, str, int, str]] = collections.OrderedDict()
 
-    def recall(self, doc: str, text: str, base: int = 0, total: int | None = None) -> tuple[int | None, int | None]:
-        """The previous (prefix start, suffix end) of ``doc`` in ``text``, each None when it is gone."""
-        if doc not in self._edges:
+    def recall(self, key: str, text: str, placed: Placement | None = None) -> tuple[int | None, int | None]:
+        """The previous (prefix start, suffix end) of document ``key`` in ``text``, each None when it is gone."""
+        if key not in self._edges:
             return None, None
-        self._edges.move_to_end(doc)
-        start_abs, before, from_end, after = self._edges[doc]
+        self._edges.move_to_end(key)
+        base, total = _placement(text, placed)
+        start_abs, before, from_end, after = self._edges[key]
         start = start_abs - base
-        end = (base + len(text) if total is None else total) - from_end - base
+        end = total - from_end - base
         keep_start = start if 0 <= start <= len(text) and text.startswith(before, start) else None
         keep_end = end if 0 <= end <= len(text) and text.endswith(after, 0, end) else None
         return keep_start, keep_end
 
-    def remember(self, doc: str, text: str, start: int, end: int, base: int = 0, total: int | None = None) -> None:
-        total = base + len(text) if total is None else total
+    def remember(self, key: str, text: str, start: int, end: int, placed: Placement | None = None) -> None:
+        base, total = _placement(text, placed)
         after_start = text.find("\n", start, start + _EDGE_ANCHOR) + 1 or start + _EDGE_ANCHOR
         before_end = max(text.rfind("\n", max(0, end - _EDGE_ANCHOR), max(0, end - 1)) + 1, end - _EDGE_ANCHOR, 0)
-        self._edges[doc] = (base + start, text[start:after_start], total - base - end, text[before_end:end])
-        self._edges.move_to_end(doc)
+        self._edges[key] = (base + start, text[start:after_start], total - base - end, text[before_end:end])
+        self._edges.move_to_end(key)
         while len(self._edges) > _REMEMBERED_DOCUMENTS:
             self._edges.popitem(last=False)
 
 
+def _placement(text: str, placed: Placement | None) -> tuple[int, int]:
+    return (0, len(text)) if placed is None else (placed.start, placed.length)
+
+
 @dataclass
 class Completion:
-    """A suggestion and everything needed to explain it (the CLI's ``--json``, the LSP status, benchmarks)."""
+    """A suggestion and everything needed to explain it (the CLI's ``--json``, the LSP status, benchmarks).
 
-    completion: str
+    In JSON the suggestion is ``completion`` (what the CLI and the daemon's API have always called it).
+    """
+
+    suggestion: str
     raw: str  # the model's output before post-processing
     model: str
     format: str
@@ -84,47 +97,85 @@ class Completion:
     prompt: str
     prompt_token_ids: list[int]
     token_healing: str  # prompt text taken off the end and re-typed by the model first
-    tokens: dict[str, int]  # prompt, generated, reused, evaluated
+    tokens: dict[str, int]  # prompt, generated, reused, shifted, evaluated
     timings_ms: dict[str, float]  # context, tokenize, prompt_eval, generate, postprocess, total
-    stop_reason: str
+    stop_reason: StopReason
     multiline: bool
-    source: str = "model"  # model, typing_through or lru
+    source: str = "model"  # model, typing_through, lru or prefetch
     # The windows the prompt was cut from (post-processing reads them); not part of the JSON.
     context: context_mod.Context | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "context"}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("suggestion", "context")}
+        return {"completion": self.suggestion, **data, "stop_reason": self.stop_reason.value}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Completion:
+        """A completion another process made (the daemon's answer), from ``to_json``'s shape."""
+        names = {f.name for f in fields(cls)} - {"suggestion", "context", "stop_reason"}
+        return cls(suggestion=data["completion"], stop_reason=StopReason(data["stop_reason"]),
+                   **{k: v for k, v in data.items() if k in names})
 
 
-def load_engine(settings: Settings) -> Engine | RemoteEngine:
-    """The configured engine: a model loaded in this process (catalog name, path, or the embedded default;
-    validated), or a server that already runs one — then only the prompt crosses the wire."""
-    if settings.backend != "local":
-        from codecomplete.engines.remote import RemoteEngine
-
-        return RemoteEngine(settings.backend, settings.remote_url, model=settings.model, fim=settings.fim,
-                            n_ctx=settings.n_ctx)
-    path = resolve_model(settings.model)
-    return Engine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads, n_gpu_layers=settings.n_gpu_layers,
-                  main_gpu=settings.main_gpu, flash_attn=settings.flash_attn)
+def cached_completion(suggestion: str, how: StopReason, *, model: str, family: str, language: str | None,
+                      elapsed_ms: float) -> Completion:
+    """An answer served without the model (typing through a suggestion, the LRU, a prefetch)."""
+    zero = {"prompt": 0, "generated": 0, "reused": 0, "shifted": 0, "evaluated": 0}
+    return Completion(
+        suggestion=suggestion, raw=suggestion, model=model, format="cached", family=family, language=language,
+        prompt="", prompt_token_ids=[], token_healing="", tokens=zero,
+        timings_ms={"context": 0.0, "tokenize": 0.0, "prompt_eval": 0.0, "generate": 0.0, "postprocess": 0.0,
+                    "total": elapsed_ms},
+        stop_reason=how, multiline="\n" in suggestion, source=how.value,
+    )
 
 
 class Completer:
     """Turns (document text, cursor offset, language) into a post-processed suggestion."""
 
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.family = detect_family(engine)
+        # Windows are budgeted line by line, and between keystrokes almost every line is unchanged.
+        self.count_tokens = functools.lru_cache(maxsize=COUNT_MEMO)(engine.count_tokens)
+        self.windows = WindowMemory()
+        self.tok: Tokenizer = IncrementalTokenizer(engine) if engine.tokenizes_locally else engine
+
+    @property
+    def chunks(self) -> dict[str, int]:
+        """Prompt text chunks tokenized by the engine vs taken from memory (see ``tokencache``)."""
+        tok = self.tok
+        if isinstance(tok, IncrementalTokenizer):
+            return {"fresh": tok.fresh, "reused": tok.reused}
+        return {"fresh": 0, "reused": 0}
+
+    def warm(self, text: str, cancel: threading.Event | None = None) -> None:
+        """Count and tokenize a just-opened document's lines ahead of requests, so the first window cut from it,
+        anywhere, costs what a keystroke costs. Stops when ``cancel`` is set; very long files are left to
+        demand (their lines would crowd the memo)."""
+        lines = text.split("\n")
+        if len(lines) > WARM_MAX_LINES:
+            return
+        count = self.count_tokens
+        for i, line in enumerate(lines):  # as the windows count them: each line with its newline
+            if i % 64 == 0 and cancel is not None and cancel.is_set():
+                return
+            count(line + "\n" if i < len(lines) - 1 else line)
+        if isinstance(self.tok, IncrementalTokenizer):
+            self.tok.warm(text, cancel)
+
     def _repo_segments(
         self,
-        index: RepoIndex | None,
+        index: SnippetSource | None,
         given: Sequence[Snippet] | None,
         text: str,
         path: str | None,
         ctx: context_mod.Context,
         s: Settings,
         room: int,
-    ) -> list:
+    ) -> list[Segment]:
         """Snippets from other files for the code around the cursor, rendered for this model family."""
-        from codecomplete.workspace.index import format_snippets, style_for_family
-
         budget = min(s.repo_context_budget, room - _REPO_HEADER_SLACK)
         if budget <= _REPO_HEADER_SLACK:
             return []
@@ -150,30 +201,6 @@ class Completer:
         style = style_for_family(self.family) if self.engine.info.fim_sep is not None else "comment"
         return format_snippets(chosen, ctx.language, style, current_path=path)
 
-    def __init__(self, engine: Engine | RemoteEngine, settings: Settings) -> None:
-        self.engine = engine
-        self.settings = settings
-        self.family = detect_family(engine)
-        # Windows are budgeted line by line, and between keystrokes almost every line is unchanged.
-        self.count_tokens = functools.lru_cache(maxsize=COUNT_MEMO)(engine.count_tokens)
-        self.windows = WindowMemory()
-        self.tok = IncrementalTokenizer(engine) if isinstance(engine, Engine) else engine
-
-    def warm(self, text: str, cancel: threading.Event | None = None) -> None:
-        """Count and tokenize a just-opened document's lines ahead of requests, so the first window cut from it,
-        anywhere, costs what a keystroke costs. Stops when ``cancel`` is set; very long files are left to
-        demand (their lines would crowd the memo)."""
-        lines = text.split("\n")
-        if len(lines) > WARM_MAX_LINES:
-            return
-        count = self.count_tokens
-        for i, line in enumerate(lines):  # as the windows count them: each line with its newline
-            if i % 64 == 0 and cancel is not None and cancel.is_set():
-                return
-            count(line + "\n" if i < len(lines) - 1 else line)
-        if isinstance(self.tok, IncrementalTokenizer):
-            self.tok.warm(text, cancel)
-
     def complete(
         self,
         text: str,
@@ -184,22 +211,22 @@ class Completer:
         tree: Any = None,
         settings: Settings | None = None,
         path: str | None = None,
-        index: RepoIndex | None = None,
+        index: SnippetSource | None = None,
         snippets: Sequence[Snippet] | None = None,
-        doc: str | None = None,
-        span: tuple[int, int] | None = None,
+        key: str | None = None,
+        placed: Placement | None = None,
     ) -> Completion:
         """``index`` (with the document's ``path``) adds ranked snippets from the rest of the workspace;
         ``snippets`` are such snippets chosen elsewhere (by an editor's thin LSP process for the daemon).
-        ``doc`` names the document across requests: with reuse on, its window edges stay where they were;
-        ``span`` is (where ``text`` starts in that document, the document's length) when ``text`` is a window."""
+        ``key`` names the document across requests: with reuse on, its window edges stay where they were;
+        ``placed`` says where ``text`` lies in that document when it is a window of it."""
         s = settings or self.settings
         engine = self.engine
         t0 = time.perf_counter()
         prefix_only = s.format == "prefix" or (s.format == "auto" and self.family == "none")
         room = engine.info.n_ctx - max(s.max_tokens, s.max_tokens_single_line) - _CONTEXT_MARGIN
         use_repo = (index is not None or bool(snippets)) and s.repo_context and s.repo_context_budget > 0
-        sticky = doc is not None and s.reuse
+        sticky = key is not None and s.reuse
         room_here = room - (s.repo_context_budget if use_repo else 0)  # what the current file may take
         budget = max(16, min(s.token_budget, room_here))
         ctx = context_mod.build_context(
@@ -210,11 +237,11 @@ class Completer:
             budget=budget,
             prefix_share=0.9 if prefix_only else 0.75,
             tree=tree,
-            keep=self.windows.recall(doc, text, *(span or (0, None))) if sticky else (None, None),
+            keep=self.windows.recall(key, text, placed) if sticky else (None, None),
             stretch=max(0, room_here - budget) if sticky else 0,
         )
         if sticky:
-            self.windows.remember(doc, text, ctx.prefix_start, ctx.suffix_end, *(span or (0, None)))
+            self.windows.remember(key, text, ctx.prefix_start, ctx.suffix_end, placed)
         t1 = time.perf_counter()
         fmt = choose_format(self.family, s.format, ctx.prefix)
         prompt = build_prompt(self.tok, ctx.prefix, ctx.suffix, fmt)
@@ -238,12 +265,12 @@ class Completer:
         )
         t3 = time.perf_counter()
         raw = gen.text
-        if gen.stop_reason in _CUT_SHORT:  # out of budget mid-line: only complete lines are worth showing
+        if gen.stop_reason.cut_short:  # out of budget mid-line: only complete lines are worth showing
             raw = raw[: raw.rindex("\n")] if "\n" in raw else ""
         final, cut = postprocess_mod.postprocess(raw, ctx) if s.postprocess else (raw, None)
         t4 = time.perf_counter()
         return Completion(
-            completion=final,
+            suggestion=final,
             raw=gen.text,
             model=engine.info.path,
             format=fmt,

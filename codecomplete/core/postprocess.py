@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from codecomplete.core.context import Context
+from codecomplete.core.languages import FALLBACK_REGIONS, LANGUAGES, Region
 from codecomplete.errors import UserError
+from codecomplete.types import StopReason
 
 _WORD = re.compile(r"\w")
 _FIRST_WORD = re.compile(r"\w+")
@@ -36,32 +38,10 @@ _OPENER_LOOKBACK = 4000  # characters of prefix searched for the bracket that op
 # --- lexing: just enough to not count brackets inside strings and comments -------------------------
 
 
-@dataclass(frozen=True)
-class _Region:
-    """A string or comment: `opener` regex, then `rest` regex whose `end` group is the closing delimiter."""
-
-    opener: str
-    rest: str
-
-
-def _line_comment(opener: str) -> _Region:
-    return _Region(opener, r"[^\n]*")
-
-
-def _quoted(opener: str, closer: str, *, multiline: bool = False, escapes: bool = True) -> _Region:
-    """A delimited region; an unterminated one runs to the end of the text (or of the line)."""
-    if escapes:
-        char = r"(?:\\[\s\S]|[^\\])" if multiline else r"(?:\\[\s\S]|[^\\\n])"
-    else:
-        char = r"[\s\S]" if multiline else r"[^\n]"
-    stop = r"|\Z" if multiline else r"|(?=\n)|\Z"
-    return _Region(opener, f"{char}*?(?:(?P<end>{re.escape(closer)}){stop})")
-
-
 class _Syntax:
     """Strings, comments, brackets and keyword block closers of one language, compiled to one regex."""
 
-    def __init__(self, regions: tuple[_Region, ...], brackets: str = "()[]{}", closer_words: tuple[str, ...] = ()):
+    def __init__(self, regions: tuple[Region, ...], brackets: str = "()[]{}", closer_words: tuple[str, ...] = ()):
         self.closing = "".join(c for c in brackets if c in ")]}")
         self.closer_words = frozenset(closer_words)
         alternatives = [
@@ -73,56 +53,10 @@ class _Syntax:
         self.terminable = tuple("(?P<end>" in r.rest for r in regions)
 
 
-_C_COMMENTS = (_quoted(r"/\*", "*/", multiline=True, escapes=False), _line_comment("//"))
-_C_QUOTES = (_quoted('"', '"'), _quoted("'", "'"))
-_JS = _Syntax((*_C_COMMENTS, _quoted("`", "`", multiline=True), *_C_QUOTES))
-_C = _Syntax((*_C_COMMENTS, *_C_QUOTES))
 _SYNTAX: dict[str | None, _Syntax] = {
-    "python": _Syntax(
-        (
-            _line_comment("#"),
-            _quoted('"""', '"""', multiline=True),
-            _quoted("'''", "'''", multiline=True),
-            *_C_QUOTES,
-        )
-    ),
-    "javascript": _JS,
-    "typescript": _JS,
-    "tsx": _JS,
-    "go": _Syntax((*_C_COMMENTS, _quoted("`", "`", multiline=True, escapes=False), *_C_QUOTES)),
-    # A quote is a char literal only if it closes after one character: `'a` is a lifetime.
-    "rust": _Syntax(
-        (
-            *_C_COMMENTS,
-            _quoted('r#"', '"#', multiline=True, escapes=False),
-            _quoted('"', '"', multiline=True),
-            _Region("'", r"(?:\\[^'\n]+|[^\\'\n])(?P<end>')"),
-        )
-    ),
-    "java": _Syntax((*_C_COMMENTS, _quoted('"""', '"""', multiline=True), *_C_QUOTES)),
-    "c": _C,
-    "cpp": _C,
-    "lua": _Syntax(
-        (
-            _quoted(r"--\[\[", "]]", multiline=True, escapes=False),
-            _line_comment("--"),
-            _quoted(r"\[\[", "]]", multiline=True, escapes=False),
-            *_C_QUOTES,
-        ),
-        closer_words=("end", "until"),
-    ),
-    # `case` arms end in an unmatched `)`, so parentheses do not count in shell scripts.
-    "bash": _Syntax(
-        (
-            _line_comment(r"(?<![^\s])#"),
-            _quoted('"', '"', multiline=True),
-            _quoted("'", "'", multiline=True, escapes=False),
-        ),
-        brackets="[]{}",
-        closer_words=("fi", "done", "esac"),
-    ),
-    None: _Syntax((*_C_COMMENTS, _line_comment("#"), *_C_QUOTES)),
+    spec.name: _Syntax(spec.regions, spec.brackets, spec.closer_words) for spec in LANGUAGES.values()
 }
+_SYNTAX[None] = _Syntax(FALLBACK_REGIONS)
 
 _DISABLED = -1  # the cursor is in a string or comment whose delimiter is unknown: do not count brackets
 
@@ -338,13 +272,13 @@ def _block_indent(env: _Env, lines: list[_Line]) -> int | None:
 @dataclass(frozen=True)
 class _Cut:
     end: int  # keep completion[:end]
-    reason: str
+    reason: StopReason
 
 
 def _single_line(scan: _Scan, i: int) -> _Cut | None:
     """Where only a line makes sense, the first newline ends the suggestion."""
     if i > 0 and not scan.env.ctx.situation.multiline:
-        return _Cut(scan.lines[i].start - 1, "single_line")
+        return _Cut(scan.lines[i].start - 1, StopReason.SINGLE_LINE)
     return None
 
 
@@ -366,7 +300,7 @@ def _dedent(scan: _Scan, i: int) -> _Cut | None:
     if _is_closer_start(scan, line) is not False:
         return None  # `_closing_line` decides, once the line is complete
     if line.indent < scan.block_indent:
-        return _Cut(line.start - 1, "block_end")
+        return _Cut(line.start - 1, StopReason.BLOCK_END)
     return None
 
 
@@ -383,20 +317,20 @@ def _closing_line(scan: _Scan, i: int) -> _Cut | None:
     whole_line = i > 0 or env.at_line_start
     if line.negative_at is not None and line.end_depth < 0:
         if not whole_line:
-            return _Cut(line.end, "block_end")
+            return _Cut(line.end, StopReason.BLOCK_END)
         at = line.negative_at
         leads = not scan.text[line.start : at].strip()
         closed = env.closes_block(scan.text[at], line.indent if leads and i > 0 else None)
-        return _Cut(at if closed else line.end, "block_end")
+        return _Cut(at if closed else line.end, StopReason.BLOCK_END)
     if not (whole_line and env.syntax.closer_words and line.in_code and line.stripped):
         return None
     word = _first_word(line.stripped)
     if word not in env.syntax.closer_words:
         return None
     if i == 0:  # its indent is the editor's as much as the model's
-        return _Cut(0 if env.ends_with_word(word, None) else line.end, "block_end")
+        return _Cut(0 if env.ends_with_word(word, None) else line.end, StopReason.BLOCK_END)
     if scan.block_indent is not None and line.indent < scan.block_indent:
-        return _Cut(line.start - 1 if env.ends_with_word(word, line.indent) else line.end, "block_end")
+        return _Cut(line.start - 1 if env.ends_with_word(word, line.indent) else line.end, StopReason.BLOCK_END)
     return None
 
 
@@ -418,7 +352,7 @@ def _suffix_line(scan: _Scan, i: int) -> _Cut | None:
     if i == 0 and env.ctx.situation.line_suffix.strip():
         return None  # the cursor line keeps its own rest; it is not a whole line
     if line.full.rstrip() == target:
-        return _Cut(max(line.start - 1, 0), "suffix_overlap")
+        return _Cut(max(line.start - 1, 0), StopReason.SUFFIX_OVERLAP)
     return None
 
 
@@ -428,7 +362,7 @@ def _repetition(scan: _Scan, i: int) -> _Cut | None:
         return None
     first, second, third = (scan.lines[j].full.rstrip() for j in (i - 2, i - 1, i))
     if first.strip() and first == second == third:
-        return _Cut(scan.lines[i - 2].end, "repetition")
+        return _Cut(scan.lines[i - 2].end, StopReason.REPETITION)
     return None
 
 
@@ -490,7 +424,7 @@ def _drop_line_suffix_overlap(text: str, env: _Env) -> str:
 # (name, rule, the reason it reports when it changes the text; None keeps the line rules' reason)
 _TEXT_RULES: tuple[tuple[str, Callable[[str, _Env], str], str | None], ...] = (
     ("trailing_whitespace", _strip_trailing_whitespace, None),
-    ("line_suffix_overlap", _drop_line_suffix_overlap, "suffix_overlap"),
+    ("line_suffix_overlap", _drop_line_suffix_overlap, StopReason.SUFFIX_OVERLAP),
 )
 
 # Every rule's name, in the order the rules run: what `disabled` takes and `eval --ablate` reports.
@@ -509,7 +443,7 @@ def check_rules(names: Iterable[str]) -> frozenset[str]:
 # --- public API -----------------------------------------------------------------------------------
 
 
-def stop_reason(text: str, ctx: Context, disabled: frozenset[str] = frozenset()) -> str | None:
+def stop_reason(text: str, ctx: Context, disabled: frozenset[str] = frozenset()) -> StopReason | None:
     """Called by the engine after every generated token with the text so far; returns a reason
     ('single_line', 'block_end', 'suffix_overlap', 'repetition') as soon as generation can stop.
     Rules named in `disabled` (see `RULES`) are skipped."""
@@ -517,7 +451,9 @@ def stop_reason(text: str, ctx: Context, disabled: frozenset[str] = frozenset())
     return cut.reason if cut else None
 
 
-def postprocess(text: str, ctx: Context, disabled: frozenset[str] = frozenset()) -> tuple[str, str | None]:
+def postprocess(
+    text: str, ctx: Context, disabled: frozenset[str] = frozenset()
+) -> tuple[str, StopReason | None]:
     """The final suggestion, and which rule cut it last ('single_line', 'block_end', 'suffix_overlap',
     'repetition'), or None if nothing was cut. Rules named in `disabled` (see
     `RULES`) are skipped: with all of them disabled the text comes back as it is."""

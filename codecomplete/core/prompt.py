@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
-from codecomplete.engines.llama import ModelInfo
+from codecomplete.core.snippets import Segment
 from codecomplete.errors import UserError
+from codecomplete.types import Tokenizer
 
 FORMATS = ("psm", "spm", "prefix")
 
@@ -37,18 +37,6 @@ _SPM_FAMILIES = ("codellama", "codestral", "starcoder")
 # A character SentencePiece vocabularies hold as one piece; the Code Llama reference encodes "☺" + text and
 # drops the leading pieces to tokenize text without the dummy space.
 _SENTINEL = "☺"
-
-
-class Tokenizer(Protocol):
-    info: ModelInfo
-
-    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]: ...
-
-    def token_text(self, token: int) -> str: ...
-
-    def detokenize(self, tokens: list[int]) -> str: ...
-
-    def piece(self, token: int) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -119,15 +107,8 @@ def encode_infilling(tok: Tokenizer, text: str) -> list[int]:
     return ids
 
 
-class RepoSegment(Protocol):
-    """Cross-file context (``repoindex.Segment``): text, after the family's repo-level token if ``marker``."""
-
-    text: str
-    marker: str | None
-
-
 def build_prompt(
-    tok: Tokenizer, prefix: str, suffix: str, fmt: str, repo: Sequence[RepoSegment] = ()
+    tok: Tokenizer, prefix: str, suffix: str, fmt: str, repo: Sequence[Segment] = ()
 ) -> Prompt:
     """The token ids (and a readable rendering) for one request in a resolved format.
 

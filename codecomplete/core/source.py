@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from codecomplete.errors import UserError
@@ -38,15 +39,59 @@ def decode_source(data: bytes, name: str) -> str:
         raise UserError(f"{name}: is not UTF-8 text (invalid byte at offset {exc.start})") from None
 
 
-def offset_at(text: str, line: int, column: int) -> int:
-    """Character offset of 0-based ``line`` and 0-based ``column`` (in characters); UserError when outside."""
-    lines = text.split("\n")
-    if line < 0 or line >= len(lines):
-        raise UserError(f"line {line + 1} is out of range: the text has {len(lines)} lines")
-    length = len(lines[line].rstrip("\r"))
-    if column < 0 or column > length:
-        raise UserError(f"column {column + 1} is out of range: line {line + 1} has {length} characters")
-    return sum(len(x) + 1 for x in lines[:line]) + column
+# Position encodings: how a position's character counts (LSP's names; "utf-32" counts characters).
+UTF8, UTF16, UTF32 = "utf-8", "utf-16", "utf-32"
+
+
+def units(text: str, encoding: str = UTF32) -> int:
+    """How many code units of ``encoding`` ``text`` takes."""
+    if encoding == UTF8:
+        return len(text.encode("utf-8", "surrogatepass"))
+    if encoding == UTF16:
+        return len(text.encode("utf-16-le", "surrogatepass")) // 2
+    return len(text)
+
+
+def line_starts(text: str) -> list[int]:
+    """Character offsets where the lines of ``text`` start (lines end at "\n")."""
+    starts = [0]
+    find = text.find
+    i = find("\n")
+    while i >= 0:
+        starts.append(i + 1)
+        i = find("\n", i + 1)
+    return starts
+
+
+def offset_at(
+    text: str, line: int, character: int, *, encoding: str = UTF32, starts: Sequence[int] | None = None
+) -> int:
+    """Character offset of the 0-based ``line`` and ``character`` (in ``encoding`` code units); UserError when
+    the position is outside the text. ``starts`` (``line_starts(text)``) saves a scan when the caller keeps it.
+    A "\r" ending a line is not part of it. Messages count from 1, as editors show lines and columns."""
+    starts = line_starts(text) if starts is None else starts
+    if not 0 <= line < len(starts):
+        raise UserError(f"line {line + 1} is out of range: the text has {len(starts)} lines")
+    first = int(starts[line])
+    end = int(starts[line + 1]) - 1 if line + 1 < len(starts) else len(text)
+    content = text[first:end].removesuffix("\r")
+    if character < 0:
+        raise UserError(f"column {character + 1} is out of range")
+    if encoding == UTF32 or content.isascii():  # one unit per character
+        if character <= len(content):
+            return first + character
+    else:
+        counted = 0
+        for i, ch in enumerate(content):
+            if counted >= character:
+                return first + i
+            counted += units(ch, encoding)
+        if counted >= character:
+            return first + len(content)
+    raise UserError(
+        f"column {character + 1} is out of range: line {line + 1} has {units(content, encoding)} "
+        + ("characters" if encoding == UTF32 else f"{encoding} code units")
+    )
 
 
 def parse_location(spec: str) -> tuple[str, int, int]:

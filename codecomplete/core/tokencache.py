@@ -14,7 +14,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from codecomplete.core.prompt import Tokenizer, encode_infilling
+from codecomplete.core.prompt import encode_infilling
+from codecomplete.types import Tokenizer
 
 MIN_LENGTH = 2048  # characters: shorter texts are cheap to tokenize whole
 MAX_CHUNKS = 32768  # remembered chunk tokenizations (a few MB): several large files' worth

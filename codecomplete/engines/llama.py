@@ -18,8 +18,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from codecomplete.core.interrupt import Interrupt
 from codecomplete.errors import ModelLoadError
+from codecomplete.types import Generation, ModelInfo, StopCheck, StopReason
 
 _log = logging.getLogger("codecomplete.engines.llama")
 
@@ -62,47 +62,6 @@ _ABORT_IF_NONEMPTY = _abort_if_nonempty()
 _NEVER = ctypes.create_string_buffer(2)  # the callback's data when a request has no Interrupt
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the prompt builder and the status views need to know about a loaded model."""
-
-    path: str
-    name: str
-    architecture: str
-    description: str
-    vocab_type: str
-    n_vocab: int
-    n_ctx_train: int
-    n_ctx: int
-    bos: int | None
-    eos: int | None
-    add_bos: bool
-    eot: int | None
-    fim_pre: int | None
-    fim_suf: int | None
-    fim_mid: int | None
-    fim_pad: int | None
-    fim_rep: int | None
-    fim_sep: int | None
-    stop_ids: frozenset[int]
-    n_gpu_layers: int
-    backend: str
-
-
-@dataclass
-class Generation:
-    """One generation: the text, why it stopped, and what it cost."""
-
-    text: str
-    token_ids: list[int]
-    stop_reason: str  # eot, eos, max_tokens, time_budget, cancelled, or a reason from the stop callback
-    n_prompt: int
-    n_reused: int  # prompt tokens served from the KV cache (common prefix plus shifted chunks)
-    n_evaluated: int  # prompt tokens evaluated for this request
-    n_shifted: int = 0  # of n_reused: tokens of chunks that moved and were shifted into place
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-
 def _none_if_negative(token: int) -> int | None:
     return None if token < 0 else token
 
@@ -130,8 +89,10 @@ def gpu_backend() -> str:
     return gpus[0] if gpus and llama_cpp.llama_supports_gpu_offload() else "CPU"
 
 
-class Engine:
-    """One loaded model and its KV cache. Thread-safe by serialising every call on one lock."""
+class LlamaEngine:
+    """One loaded model and its KV cache (an ``Engine``). Thread-safe by serialising every call on one lock."""
+
+    tokenizes_locally = True
 
     def __init__(
         self,
@@ -300,7 +261,7 @@ class Engine:
         max_tokens: int,
         time_budget_s: float | None = None,
         cancel: threading.Event | None = None,
-        stop: Callable[[str], str | None] | None = None,
+        stop: StopCheck | None = None,
         reuse: bool = True,
         shift: bool = False,
         heal: bytes = b"",
@@ -353,14 +314,14 @@ class Engine:
             reused = (reused - 1) // block * block
         llm.n_tokens = reused
 
-        def interrupted() -> str | None:
+        def interrupted() -> StopReason | None:
             if cancel is not None and cancel.is_set():
-                return "cancelled"
+                return StopReason.CANCELLED
             if deadline is not None and time.perf_counter() >= deadline:
-                return "time_budget"
+                return StopReason.TIME_BUDGET
             return None
 
-        reason: str | None = None
+        reason: StopReason | None = None
         evaluated = 0
         position = reused
         while position < len(prompt):
@@ -369,7 +330,7 @@ class Engine:
                 break
             end = min(len(prompt), (position // block + 1) * block)
             if not self._eval(prompt[position:end], cancel):
-                reason = "cancelled"
+                reason = StopReason.CANCELLED
                 break
             evaluated += end - position
             position = end
@@ -390,7 +351,7 @@ class Engine:
             else:
                 token = int(logits.argmax())
             if token in stop_ids:
-                reason = "eot" if token == eot else "eos"
+                reason = StopReason.EOT if token == eot else StopReason.EOS
                 break
             generated.append(token)
             piece = self.piece(token)
@@ -400,9 +361,9 @@ class Engine:
             text += decoder.decode(piece)
             reason = (stop(text) if stop else None) or interrupted()
             if reason is None and len(generated) >= max_tokens:
-                reason = "max_tokens"
+                reason = StopReason.MAX_TOKENS
             if reason is None and not self._eval([token], cancel):
-                reason = "cancelled"
+                reason = StopReason.CANCELLED
         text += decoder.decode(b"", final=True)
         end = time.perf_counter()
         return Generation(

@@ -34,7 +34,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -42,17 +42,17 @@ from urllib.parse import urlsplit
 
 import httpx2 as httpx
 
-from codecomplete.engines.llama import Generation, ModelInfo
+from codecomplete.config import FIM_FAMILIES, REMOTE_BACKENDS
 from codecomplete.errors import UserError
+from codecomplete.types import Generation, ModelInfo, StopCheck, StopReason
 
-BACKENDS = ("llama-server", "llama-server-infill", "openai", "ollama")
+BACKENDS = REMOTE_BACKENDS
 DEFAULT_URLS = {
     "llama-server": "http://127.0.0.1:8080",
     "llama-server-infill": "http://127.0.0.1:8080",
     "openai": "http://127.0.0.1:8000",
     "ollama": "http://127.0.0.1:11434",
 }
-FIM_FAMILIES = ("auto", "none", "codellama", "starcoder", "deepseek", "qwen", "codestral")
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 30.0  # a JSON answer, or the longest silence tolerated inside a stream
 LOAD_TIMEOUT_S = 300.0  # Ollama loading a model into memory
@@ -79,6 +79,7 @@ _CACHE_REUSE_MIN = 256  # llama.vim's --cache-reuse: shorter moved runs are eval
 # Text that tokenizers split badly when the prompt ends in it: indentation, or a word being typed.
 _HEAL_RUN = re.compile(r"(?:[ \t]?\w+|[ \t]+)$")
 _MARK = 0x110000  # the first id past Unicode: the character vocabulary's FIM markers
+_HEAL_MISMATCH = "heal_mismatch"  # internal: the answer did not re-type the healed text
 
 
 # --- HTTP ------------------------------------------------------------------------------------------------
@@ -665,7 +666,9 @@ def check_url(url: str, backend: str) -> str:
 
 
 class RemoteEngine:
-    """An ``Engine`` look-alike whose model runs in a server (see the module docstring)."""
+    """An ``Engine`` whose model runs in a server (see the module docstring)."""
+
+    tokenizes_locally = False  # counts are estimates, tokenizing is a round trip: nothing to remember
 
     def __init__(self, backend: str, url: str | None = None, *, model: str | None = None, fim: str = "auto",
                  n_ctx: int = 4096) -> None:
@@ -745,7 +748,7 @@ class RemoteEngine:
         max_tokens: int,
         time_budget_s: float | None = None,
         cancel: threading.Event | None = None,
-        stop: Callable[[str], str | None] | None = None,
+        stop: StopCheck | None = None,
         reuse: bool = True,
         shift: bool = False,
         heal: bytes = b"",
@@ -764,9 +767,10 @@ class RemoteEngine:
         heal_text = heal.decode("utf-8", "replace")
         gen, first = self._stream(*self._plan(prompt, heal_text, soft=True), max_tokens, deadline, cancel, stop,
                                   reuse, shift)
-        if gen.stop_reason == "heal_mismatch":  # the model would not re-type it: ask again without healing
+        if gen is None:  # the model would not re-type the healed text: ask again without healing
             gen, first = self._stream(*self._plan(prompt, heal_text, soft=False), max_tokens, deadline, cancel,
                                       stop, reuse, shift)
+            assert gen is not None  # nothing to re-type: no mismatch
         end = time.perf_counter()
         first = first or end
         gen.timings_ms = {"prompt_eval": (first - start) * 1000, "generate": (end - first) * 1000}
@@ -799,9 +803,10 @@ class RemoteEngine:
         return prompt + [token], ("", "", ""), ""
 
     def _stream(self, prompt: list[int], split: tuple[str, str, str], expect: str, max_tokens: int,
-                deadline: float | None, cancel: threading.Event | None, stop: Callable[[str], str | None] | None,
-                reuse: bool, shift: bool) -> tuple[Generation, float | None]:
-        """One streamed request, and when its first text came (the end of prompt evaluation, as seen here)."""
+                deadline: float | None, cancel: threading.Event | None, stop: StopCheck | None,
+                reuse: bool, shift: bool) -> tuple[Generation | None, float | None]:
+        """One streamed request, and when its first text came (the end of prompt evaluation, as seen here); no
+        generation when the answer did not begin with ``expect``."""
         request = self._backend.request(prompt, split, max_tokens, reuse, shift)
         raw, text, ids, n_generated = "", "", [], 0
         last = _Chunk()
@@ -831,25 +836,27 @@ class RemoteEngine:
                 ids += piece_ids
                 n_generated += len(chunk.tokens) if chunk.tokens is not None else bool(chunk.text)
                 if hit_stop:
-                    reason = "eot"
+                    reason = StopReason.EOT
                 elif not raw.startswith(expect):  # still re-typing the healed text, or failed to
-                    reason = "heal_mismatch" if not expect.startswith(raw) else None
+                    reason = _HEAL_MISMATCH if not expect.startswith(raw) else None
                     reason = reason or chunk.done or _interrupted(cancel, deadline)
                 else:
                     grown, text = len(raw) - len(expect) > len(text), raw[len(expect) :]
                     reason = (stop(text) if stop and grown else None) or chunk.done or _interrupted(cancel, deadline)
                     if reason is None and n_generated >= max_tokens:
-                        reason = "max_tokens"
+                        reason = StopReason.MAX_TOKENS
         finally:
             if stream is not None:
                 stream.close()
+        if reason == _HEAL_MISMATCH:
+            return None, first
         if last.n_prompt and request.sent_chars:
             self._ratio.observe(request.sent_chars, last.n_prompt)
         text_prompt = isinstance(self.vocab, _CharVocab)
         n_prompt = (last.n_prompt or self._ratio.count(split[1] + split[2])) if text_prompt else len(prompt)
         reused = last.n_cached or 0
         evaluated = last.n_evaluated if last.n_evaluated is not None else max(0, n_prompt - reused)
-        return Generation(text=text, token_ids=ids, stop_reason=reason, n_prompt=n_prompt, n_reused=reused,
+        return Generation(text=text, token_ids=ids, stop_reason=StopReason(reason), n_prompt=n_prompt, n_reused=reused,
                           n_evaluated=evaluated), first
 
     def _accept(self, chunk: _Chunk) -> tuple[str, list[int], bool]:
@@ -867,11 +874,11 @@ class RemoteEngine:
         self._http.close()
 
 
-def _interrupted(cancel: threading.Event | None, deadline: float | None) -> str | None:
+def _interrupted(cancel: threading.Event | None, deadline: float | None) -> StopReason | None:
     if cancel is not None and cancel.is_set():
-        return "cancelled"
+        return StopReason.CANCELLED
     if deadline is not None and time.perf_counter() >= deadline:
-        return "time_budget"
+        return StopReason.TIME_BUDGET
     return None
 
 

@@ -1,16 +1,9 @@
 """`codecomplete serve`: one process owns the model, its KV cache and the answer caches for every editor.
 
-It speaks HTTP with JSON (Starlette on uvicorn) on a private endpoint: a Unix socket (0600, in a 0700 runtime
-dir), or loopback TCP guarded by a random token kept in a 0600 file. Requests from all editors go through one
-model thread (llama.cpp state is single-threaded) in a fair order:
-
-- per client, round robin: a client that sends many requests cannot starve another;
-- per document only the newest request survives: an older one still queued is dropped, a running one stops
-  within a token;
-- a generation that has had its fair slice stops (keeping its complete lines) as soon as another client waits;
-- a request whose HTTP client disconnects, or that ``POST /cancel`` names, stops within a token.
-
-The model loads at start (or on first use), unloads after an idle time and reloads on demand.
+It speaks HTTP with JSON (Starlette on uvicorn; bodies in ``protocol``) on a private endpoint: a Unix socket
+(0600, in a 0700 runtime dir), or loopback TCP guarded by a random token kept in a 0600 file. Requests from all
+editors go through the one scheduler (``scheduler``: fairness, supersession, prefetch, idle unload); a request
+whose HTTP client disconnects, or that ``POST /cancel`` names, stops within a token.
 """
 
 from __future__ import annotations
@@ -24,12 +17,9 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +29,26 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from codecomplete import __version__
-from codecomplete.config import Settings, load_settings
-from codecomplete.core.interrupt import Interrupt
-from codecomplete.errors import UserError, quietly
+from codecomplete.config import MODEL_KEYS, Settings, load_settings
+from codecomplete.errors import UserError
 from codecomplete.models import resolve_model
-from codecomplete.serving.client import (
+from codecomplete.serving.net import parse_loopback
+from codecomplete.serving.protocol import (
     CLIENT_HEADER,
+    CancelRequest,
+    CompleteRequest,
+    CompleteResponse,
+    ForgetRequest,
+    InfillRequest,
+    ModelRequest,
+    infill_answer,
+)
+from codecomplete.serving.runtime import (
     ENDPOINT_NAME,
     SERVE_LOCK_NAME,
     SOCKET_NAME,
@@ -59,294 +58,14 @@ from codecomplete.serving.client import (
     runtime_dir,
     write_endpoint,
 )
-from codecomplete.serving.net import parse_loopback
-from codecomplete.serving.service import MODEL_KEYS, CompletionService
+from codecomplete.serving.scheduler import Answer, Scheduler, Unavailable
+from codecomplete.serving.service import CompletionService, Request
+from codecomplete.types import StopReason
 
-log = logging.getLogger("codecomplete.serving.app")
+log = logging.getLogger(__name__)
 
-HISTOGRAM_MS = (50, 100, 200, 500, 1000, 2000, 5000)
 CLIENT_TTL_S = 600.0  # a client not heard from for this long no longer counts as connected
 _UNIX_PATH_MAX = 104  # the smallest sun_path among the platforms (macOS); Linux allows 108
-
-
-class Unavailable(UserError):
-    """The daemon cannot serve the request now (paused, model failed to load, shutting down): HTTP 503."""
-
-
-# --- scheduling ------------------------------------------------------------------------------------------
-
-
-class _Cancel(Interrupt):
-    """The flag a generation checks after every token (and llama.cpp within an evaluation once it is set).
-
-    Set on cancel or supersede; it also reads as set once the job has had its fair slice while a request from
-    another client waits — the engine then stops as on a time budget, keeping the complete lines. A
-    ``background`` job (a prefetch) yields at once to any queued request.
-    """
-
-    def __init__(self, scheduler: Scheduler, client: str, background: bool = False) -> None:
-        super().__init__()
-        self._scheduler = scheduler
-        self._client = client
-        self._background = background
-        self.started: float | None = None
-        self.preempted = False
-
-    def is_set(self) -> bool:
-        if self.preempted or super().is_set():
-            return True
-        if self._background and self._scheduler._waiting:
-            self.preempted = True
-            return True
-        started = self.started
-        if (started is not None and time.monotonic() - started > self._scheduler.fair_slice_s
-                and self._scheduler.others_waiting(self._client)):
-            self.preempted = True
-        return self.preempted
-
-    def make_way(self) -> None:
-        """A request was queued: a background job stops now, within llama.cpp's evaluation too."""
-        if self._background:
-            self.preempted = True
-            self.set()
-
-
-@dataclass(eq=False)
-class Job:
-    id: str
-    client: str
-    doc: str | None  # only the newest job per (client, doc) survives; None: never superseded
-    work: Callable[[threading.Event], Any]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future
-    cancel: _Cancel
-    needs_model: bool = True
-    queued_at: float = field(default_factory=time.monotonic)
-    outcome: str | None = None  # superseded, cancelled, preempted, paused, shutdown
-
-
-class Histogram:
-    """Counts of end-to-end latencies (queueing included: what an editor waits) per bucket."""
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(HISTOGRAM_MS) + 1)
-
-    def add(self, ms: float) -> None:
-        self.counts[next((i for i, edge in enumerate(HISTOGRAM_MS) if ms <= edge), len(HISTOGRAM_MS))] += 1
-
-    def to_json(self) -> dict[str, int]:
-        labels = [f"<={edge}" for edge in HISTOGRAM_MS] + [f">{HISTOGRAM_MS[-1]}"]
-        return dict(zip(labels, self.counts))
-
-
-class Scheduler:
-    """The model thread and its queue: fair between clients, newest-only per document, idle unload."""
-
-    def __init__(self, service: CompletionService, *, idle_unload_s: float, fair_slice_s: float) -> None:
-        self.service = service
-        self.idle_unload_s = idle_unload_s
-        self.fair_slice_s = fair_slice_s
-        self.running: Job | None = None
-        self.loads = 0
-        self.unloads = 0
-        self.last_load_ms: float | None = None
-        self.unloaded = False  # the model was unloaded for idleness and reloads on demand
-        self.histogram = Histogram()
-        self.last_active = time.monotonic()
-        self._cond = threading.Condition()
-        self._queues: dict[str, deque[Job]] = {}
-        self._turn: dict[str, int] = {}  # client → serial of its last turn: least recently served goes first
-        self._serial = 0
-        self._waiting: frozenset[str] = frozenset()  # clients with queued jobs, read lock-free by _Cancel
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-
-    # --- called from the event loop ---
-
-    def start(self, preload: bool) -> None:
-        self._thread = threading.Thread(target=self._run, args=(preload,), name="codecomplete-model", daemon=True)
-        self._thread.start()
-
-    def new_job(self, client: str, work: Callable[[threading.Event], Any], *, doc: str | None = None,
-                job_id: str | None = None, needs_model: bool = True, background: bool = False) -> Job:
-        loop = asyncio.get_running_loop()
-        return Job(id=job_id or uuid.uuid4().hex, client=client, doc=doc, work=work, loop=loop,
-                   future=loop.create_future(), cancel=_Cancel(self, client, background), needs_model=needs_model)
-
-    def submit(self, job: Job) -> Job:
-        with self._cond:
-            if self._stopping:
-                raise Unavailable("the daemon is shutting down")
-            queue = self._queues.setdefault(job.client, deque())
-            if job.doc is not None:
-                for old in [j for j in queue if j.doc == job.doc]:
-                    queue.remove(old)
-                    self._finish(old, None, None, "superseded")
-                running = self.running
-                if running is not None and running.client == job.client and running.doc == job.doc:
-                    running.outcome = "superseded"
-                    running.cancel.set()
-            queue.append(job)
-            self._update_waiting()
-            if self.running is not None:
-                self.running.cancel.make_way()
-            self._cond.notify()
-        return job
-
-    def cancel(self, job_id: str, outcome: str = "cancelled") -> bool:
-        with self._cond:
-            running = self.running
-            if running is not None and running.id == job_id:
-                running.outcome = running.outcome or outcome
-                running.cancel.set()
-                return True
-            for queue in self._queues.values():
-                for job in queue:
-                    if job.id == job_id:
-                        queue.remove(job)
-                        self._update_waiting()
-                        self._finish(job, None, None, outcome)
-                        return True
-        return False
-
-    def cancel_all(self, outcome: str) -> None:
-        with self._cond:
-            for queue in self._queues.values():
-                while queue:
-                    self._finish(queue.popleft(), None, None, outcome)
-            self._update_waiting()
-            if self.running is not None:
-                self.running.outcome = self.running.outcome or outcome
-                self.running.cancel.set()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self.cancel_all("shutdown")
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        completer = self.service.completer
-        if completer is not None and not (self._thread and self._thread.is_alive()):
-            self.service.completer = None
-            completer.engine.close()
-
-    def queue_length(self) -> int:
-        return sum(len(q) for q in self._queues.values())
-
-    def others_waiting(self, client: str) -> bool:
-        waiting = self._waiting
-        return bool(waiting) and (len(waiting) > 1 or client not in waiting)
-
-    # --- the model thread ---
-
-    def _update_waiting(self) -> None:
-        self._waiting = frozenset(c for c, q in self._queues.items() if q)
-
-    def _finish(self, job: Job, value: Any, error: BaseException | None, outcome: str | None) -> None:
-        if outcome is not None:
-            job.outcome = job.outcome or outcome
-
-        def resolve() -> None:
-            if job.future.done():
-                return
-            if error is not None:
-                job.future.set_exception(error)
-            else:
-                job.future.set_result(value)
-
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            job.loop.call_soon_threadsafe(resolve)
-
-    def _pick(self) -> Job:
-        client = min((c for c, q in self._queues.items() if q), key=lambda c: self._turn.get(c, -1))
-        job = self._queues[client].popleft()
-        self._serial += 1
-        self._turn[client] = self._serial
-        self._update_waiting()
-        return job
-
-    def idle_left(self) -> float | None:
-        if not self.idle_unload_s or self.service.completer is None:
-            return None
-        return self.last_active + self.idle_unload_s - time.monotonic()
-
-    def _run(self, preload: bool) -> None:
-        if preload:
-            with contextlib.suppress(UserError):  # the error is in the status; requests retry the load
-                self._ensure_loaded()
-        while True:
-            with self._cond:
-                job = None
-                while not self._stopping:
-                    if any(self._queues.values()):
-                        job = self._pick()
-                        self.running = job
-                        break
-                    left = self.idle_left()
-                    if left is not None and left <= 0:
-                        break
-                    self._cond.wait(left)
-                if self._stopping:
-                    return
-            if job is None:
-                self._unload()
-            else:
-                self._execute(job)
-
-    def _execute(self, job: Job) -> None:
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            if job.needs_model:
-                self._ensure_loaded()
-            if not job.cancel.is_set():
-                job.cancel.started = time.monotonic()  # the fair slice counts the work, not a model load
-                value = job.work(job.cancel)
-        except UserError as exc:
-            error = exc
-        except Exception as exc:  # a bug must cost one request, never the model thread
-            log.exception("request %s failed", job.id)
-            error = UserError(f"internal error: {exc}")
-        with self._cond:
-            self.running = None
-            self.last_active = time.monotonic()
-        if job.cancel.preempted and job.outcome is None:
-            job.outcome = "preempted"
-        if error is None and job.needs_model and job.outcome in (None, "preempted"):
-            self.histogram.add((time.monotonic() - job.queued_at) * 1000)
-        self._finish(job, value, error, None)
-
-    def _ensure_loaded(self) -> None:
-        if self.service.ready:
-            return
-        start = time.perf_counter()
-        self.service.load()
-        self.loads += 1
-        self.last_load_ms = (time.perf_counter() - start) * 1000
-        self.unloaded = False
-        if not self.service.ready:
-            raise Unavailable(self.service.error or "the model did not load")
-
-    def switch(self, settings: Settings) -> None:
-        """Load the model these settings name (runs as a job, in the model thread)."""
-        self.service.update_settings(settings)
-        self.service.state = "idle"  # force a reload even when only n_ctx or threads changed
-        self._ensure_loaded()
-
-    def _unload(self) -> None:
-        completer = self.service.completer
-        if completer is None:
-            return
-        self.service.completer = None
-        self.service.state = "idle"
-        completer.engine.close()
-        self.unloads += 1
-        self.unloaded = True
-        log.info("model unloaded after %.0fs idle", self.idle_unload_s)
-
-
-# --- the daemon and its HTTP API -------------------------------------------------------------------------
 
 
 class Daemon:
@@ -354,19 +73,18 @@ class Daemon:
         self.service = CompletionService(settings)
         self.scheduler = Scheduler(self.service, idle_unload_s=idle_unload_s, fair_slice_s=fair_slice_s)
         self.started = time.time()
-        self.paused = False
         self.clients: dict[str, float] = {}  # client id → last request (monotonic)
         self.endpoint: Endpoint | None = None
         self.server: uvicorn.Server | None = None
 
-    def client_of(self, request: Request) -> str:
+    def client_of(self, request: HttpRequest) -> str:
         client = request.headers.get(CLIENT_HEADER) or "anonymous"
         self.clients[client] = time.monotonic()
         return client
 
     def state(self) -> str:
         """One word for a tray icon: loading, ready, busy, paused, unloaded or error."""
-        if self.paused:
+        if self.scheduler.paused:
             return "paused"
         if self.service.state == "loading":
             return "loading"
@@ -399,7 +117,7 @@ class Daemon:
             "version": __version__,
             "uptime_s": round(time.time() - self.started, 1),
             "endpoint": self.endpoint.describe() if self.endpoint else None,
-            "paused": self.paused,
+            "paused": sched.paused,
             "clients": len(clients),
             "client_idle_s": clients,
             "queue": sched.queue_length(),
@@ -428,27 +146,25 @@ class Daemon:
         mine = base.with_overrides(overrides)
         return replace(mine, **{k: getattr(base, k) for k in MODEL_KEYS})
 
-    async def run_job(self, job: Job, request: Request) -> Any:
-        """Queue ``job`` and wait for it; a client that disconnects meanwhile cancels it."""
-        if self.paused and job.needs_model:
-            raise Unavailable("completions are paused")
-        self.scheduler.submit(job)
-        watcher = asyncio.ensure_future(_disconnected(request))
+    async def complete(self, client: str, request: Request, http: HttpRequest, job_id: str, supersede: bool) -> Answer:
+        """The scheduler's answer; a client that disconnects meanwhile cancels its request."""
+        task = asyncio.ensure_future(self.scheduler.complete(client, request, job_id=job_id, supersede=supersede))
+        watcher = asyncio.ensure_future(_disconnected(http))
         try:
-            await asyncio.wait({job.future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             watcher.cancel()
-        if not job.future.done():
-            self.scheduler.cancel(job.id, "disconnected")
-        return await job.future
+        if not task.done():
+            self.scheduler.cancel(job_id, StopReason.DISCONNECTED)
+        return await task
 
     def request_exit(self) -> None:
-        self.scheduler.cancel_all("shutdown")
+        self.scheduler.cancel_all(StopReason.SHUTDOWN)
         if self.server is not None:
             self.server.should_exit = True
 
 
-async def _disconnected(request: Request) -> None:
+async def _disconnected(request: HttpRequest) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
 
@@ -459,202 +175,90 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": status, "message": message, "type": kind}}, status_code=status)
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def _body(request: HttpRequest) -> Any:
     raw = await request.body()
     try:
-        data = json.loads(raw or b"{}")
+        return json.loads(raw or b"{}")
     except ValueError as exc:
         raise UserError(f"request body is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError("request body must be a JSON object")
-    return data
-
-
-_REQUIRED = object()
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "an object"}
-
-
-def _snippets(body: dict[str, Any]) -> list[Any] | None:
-    """Cross-file snippets chosen by the editor's LSP process: [{path, text}, ...] in prompt order."""
-    raw = body.get("snippets")
-    if raw is None:
-        return None
-    if not isinstance(raw, list) or not all(isinstance(s, dict) for s in raw):
-        raise UserError("snippets must be a list of {path, text} objects")
-    from codecomplete.workspace.index import Snippet
-
-    return [Snippet(_field(s, "path", str), 0, 0, _field(s, "text", str), 0.0) for s in raw]
-
-
-def _field(body: dict[str, Any], key: str, kind: type, default: Any = _REQUIRED) -> Any:
-    if key not in body or body[key] is None:
-        if default is _REQUIRED:
-            raise UserError(f"missing field {key!r}")
-        return default
-    value = body[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise UserError(f"field {key!r} must be {_TYPE_NAMES[kind]}, got {value!r}"[:200])
-    return value
-
-
-def _span(body: dict[str, Any], text: str) -> tuple[int, int] | None:
-    """``span`` [where the text starts in its document, the document's length], for a window of a document."""
-    span = _field(body, "span", list, None)
-    if span is None:
-        return None
-    if (len(span) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in span)
-            or not 0 <= span[0] <= span[0] + len(text) <= span[1]):
-        raise UserError(f"field 'span' must be [start, length] placing the text in its document, got {span!r}"[:200])
-    return span[0], span[1]
-
-
-def _offset_of(body: dict[str, Any], text: str) -> int:
-    """The cursor: ``offset`` (characters), or ``position`` {line, character} counted in characters."""
-    if body.get("offset") is not None:
-        offset = _field(body, "offset", int)
-    else:
-        position = _field(body, "position", dict)
-        line, character = _field(position, "line", int), _field(position, "character", int)
-        starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
-        if not 0 <= line < len(starts):
-            raise UserError(f"line {line} is past the end of the text ({len(starts)} lines)")
-        offset = starts[line] + character
-        line_end = starts[line + 1] - 1 if line + 1 < len(starts) else len(text)
-        if character < 0 or offset > line_end:
-            raise UserError(f"character {character} is outside line {line}")
-    if not 0 <= offset <= len(text):
-        raise UserError(f"offset {offset} is outside the text (0..{len(text)})")
-    return offset
 
 
 def create_app(daemon: Daemon, token: str | None = None) -> Starlette:
     """The HTTP API. With ``token`` (TCP), every request must carry ``Authorization: Bearer <token>``."""
-    service = daemon.service
+    service, scheduler = daemon.service, daemon.scheduler
 
-    async def health(request: Request) -> Response:
+    async def health(request: HttpRequest) -> Response:
         daemon.client_of(request)
         return JSONResponse({"status": "ok", "pid": os.getpid(), "version": __version__, "state": daemon.state()})
 
-    async def status(request: Request) -> Response:
+    async def status(request: HttpRequest) -> Response:
         daemon.client_of(request)
         return JSONResponse(daemon.status())
 
-    async def complete(request: Request) -> Response:
+    async def complete(request: HttpRequest) -> Response:
         """Our richer request: a document (or a window of it), the cursor, language, settings, an id."""
         client = daemon.client_of(request)
-        body = await _body(request)
-        text = _field(body, "text", str)
-        offset = _offset_of(body, text)
-        language = _field(body, "language", str, None)
-        doc = _field(body, "doc", str, "")
-        settings = daemon.request_settings(body.get("settings"))
-        key = f"{client}\0{doc}"
-        repo = _snippets(body)
-        path = _field(body, "path", str, None)
-        span = _span(body, text)
+        body = CompleteRequest.from_json(await _body(request))
+        settings = daemon.request_settings(body.settings)
+        key = f"{client}\0{body.doc}"
+        job_id = body.id or uuid.uuid4().hex
+        wanted = Request(key, body.text, body.offset, body.language, settings, path=body.path, snippets=body.snippets,
+                         placed=body.placed)
+        if scheduler.paused:
+            raise Unavailable("completions are paused")
+        answer = await daemon.complete(client, wanted, request, job_id, supersede=bool(body.doc))
+        return JSONResponse(CompleteResponse(job_id, answer.completion, answer.outcome).to_json())
 
-        def work(cancel: threading.Event) -> Any:
-            return service.complete(
-                text, offset, language, doc=key, settings=settings, cancel=cancel, snippets=repo, path=path,
-                span=span,
-            )
-
-        job = daemon.scheduler.new_job(client, work, doc=key if doc else None, job_id=_field(body, "id", str, None))
-        result = await daemon.run_job(job, request)
-        if result is not None and job.outcome is None and result.completion and not daemon.paused:
-
-            def ahead(cancel: threading.Event) -> Any:
-                accepted_span = None if span is None else (span[0], span[1] + len(result.completion))
-                return quietly(service.prefetch, text, offset, result.completion, language, doc=key,
-                                settings=settings, cancel=cancel, snippets=repo, path=path, span=accepted_span)
-
-            daemon.scheduler.submit(daemon.scheduler.new_job(client, ahead, doc=key if doc else None, background=True))
-        data = {"completion": "", "stop_reason": job.outcome} if result is None else result.to_json()
-        if job.outcome is not None:
-            data["stop_reason"] = job.outcome
-            if job.outcome != "preempted":
-                data["completion"] = ""  # cancelled or superseded: nothing stale reaches an editor
-        data["id"] = job.id
-        return JSONResponse(data)
-
-    async def infill(request: Request) -> Response:
+    async def infill(request: HttpRequest) -> Response:
         """llama-server's ``/infill``: prefix, the typed part of the cursor line, suffix, extra chunks."""
         client = daemon.client_of(request)
-        body = await _body(request)
-        prefix = _field(body, "input_prefix", str, "") + _field(body, "prompt", str, "")
-        suffix = _field(body, "input_suffix", str, "")
-        extra = ""
-        for chunk in _field(body, "input_extra", list, []):
-            if not isinstance(chunk, dict):
-                raise UserError("input_extra must be a list of {filename, text} objects")
-            extra += "\n\n--- snippet ---\n\n" + _field(chunk, "text", str, "")  # llama-server's separator
-        if extra:
-            extra += "\n\n"
-        overrides: dict[str, Any] = {}
-        n_predict = _field(body, "n_predict", int, -1)
-        if n_predict > 0:
-            overrides["max_tokens"] = overrides["max_tokens_single_line"] = n_predict
-        t_max = _field(body, "t_max_predict_ms", int, 0)
-        if t_max > 0:
-            overrides["time_budget_ms"] = t_max
-        overrides["reuse"] = _field(body, "cache_prompt", bool, True)
-        settings = daemon.request_settings(overrides)
-        text = extra + prefix + suffix
-        offset = len(extra) + len(prefix)
-        language = _field(body, "language", str, None)  # ours, not llama-server's; optional
-        key = f"{client}\0infill"
-
-        def work(cancel: threading.Event) -> Any:
-            return service.complete(text, offset, language, doc=key, settings=settings, cancel=cancel)
-
-        job = daemon.scheduler.new_job(client, work)
-        result = await daemon.run_job(job, request)
-        data = _llama_server_answer(result, job.outcome, settings)
-        if _field(body, "stream", bool, False):  # one final event: the whole answer, as llama-server's last
+        body = InfillRequest.from_json(await _body(request))
+        settings = daemon.request_settings(body.overrides)
+        wanted = Request(f"{client}\0infill", body.text, body.offset, body.language, settings)
+        if scheduler.paused:
+            raise Unavailable("completions are paused")
+        answer = await daemon.complete(client, wanted, request, uuid.uuid4().hex, supersede=False)
+        data = infill_answer(answer.completion, answer.outcome, settings.n_ctx, settings.max_tokens)
+        if body.stream:  # one final event: the whole answer, as llama-server's last
             return Response(f"data: {json.dumps(data)}\n\n", media_type="text/event-stream")
         return JSONResponse(data)
 
-    async def cancel(request: Request) -> Response:
+    async def cancel(request: HttpRequest) -> Response:
         daemon.client_of(request)
-        body = await _body(request)
-        return JSONResponse({"cancelled": daemon.scheduler.cancel(_field(body, "id", str))})
+        body = CancelRequest.from_json(await _body(request))
+        return JSONResponse({"cancelled": scheduler.cancel(body.id)})
 
-    async def forget(request: Request) -> Response:
+    async def forget(request: HttpRequest) -> Response:
         client = daemon.client_of(request)
-        body = await _body(request)
-        service.cache.forget(f"{client}\0{_field(body, 'doc', str)}")
+        body = ForgetRequest.from_json(await _body(request))
+        service.forget(f"{client}\0{body.doc}")
         return JSONResponse({"ok": True})
 
-    async def pause(request: Request) -> Response:
+    async def pause(request: HttpRequest) -> Response:
         daemon.client_of(request)
-        daemon.paused = True
-        daemon.scheduler.cancel_all("paused")
+        scheduler.pause()
         return JSONResponse({"paused": True})
 
-    async def resume(request: Request) -> Response:
+    async def resume(request: HttpRequest) -> Response:
         daemon.client_of(request)
-        daemon.paused = False
+        scheduler.resume()
         return JSONResponse({"paused": False})
 
-    async def model(request: Request) -> Response:
+    async def model(request: HttpRequest) -> Response:
         """Switch the model (and model-level settings) for every editor; answers when it has loaded."""
         client = daemon.client_of(request)
-        body = await _body(request)
-        unknown = sorted(set(body) - set(MODEL_KEYS))
-        if unknown:
-            raise UserError(f"POST /model takes {', '.join(MODEL_KEYS)}; not {', '.join(unknown)}")
-        settings = service.settings.with_overrides(body)
+        body = ModelRequest.from_json(await _body(request))
+        settings = service.settings.with_overrides(body.overrides)
         if settings.backend == "local":
             resolve_model(settings.model)  # a wrong name fails now, with the catalog's message
-        job = daemon.scheduler.new_job(client, lambda _cancel: daemon.scheduler.switch(settings), needs_model=False)
-        await daemon.run_job(job, request)
+        await scheduler.switch(client, settings)
         return JSONResponse(daemon.status())
 
-    async def shutdown(request: Request) -> Response:
+    async def shutdown(request: HttpRequest) -> Response:
         daemon.client_of(request)
         return JSONResponse({"ok": True, "pid": os.getpid()}, background=BackgroundTask(daemon.request_exit))
 
-    async def on_user_error(request: Request, exc: Exception) -> Response:
+    async def on_user_error(request: HttpRequest, exc: Exception) -> Response:
         return _error(503 if isinstance(exc, Unavailable) else 400, str(exc))
 
     routes = [
@@ -688,51 +292,6 @@ class _TokenCheck:
                     scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-_STOP_TYPES = {"eot": "eos", "eos": "eos", "max_tokens": "limit", "time_budget": "limit"}
-
-
-def _llama_server_answer(result: Any, outcome: str | None, settings: Settings) -> dict[str, Any]:
-    """Our ``Completion`` in llama-server's ``/infill`` answer shape (the fields llama.vim and others read)."""
-    data = result.to_json() if result is not None else {}
-    content = "" if outcome not in (None, "preempted") else data.get("completion", "")
-    reason = outcome or data.get("stop_reason", "")
-    tokens = data.get("tokens", {})
-    timings = data.get("timings_ms", {})
-    prompt_n, prompt_ms = tokens.get("evaluated", 0), timings.get("prompt_eval", 0.0)
-    predicted_n, predicted_ms = tokens.get("generated", 0), timings.get("generate", 0.0)
-    stop_type = "none" if outcome else _STOP_TYPES.get(reason, "eos")  # post-processing stops end the answer
-    return {
-        "content": content,
-        "id_slot": 0,
-        "stop": True,
-        "model": data.get("model", ""),
-        "tokens_predicted": predicted_n,
-        "tokens_evaluated": tokens.get("prompt", 0),
-        "tokens_cached": tokens.get("reused", 0),
-        "prompt": data.get("prompt", ""),
-        "has_new_line": "\n" in content,
-        "truncated": False,
-        "stop_type": stop_type,
-        "stopped_eos": stop_type == "eos",
-        "stopped_limit": stop_type == "limit",
-        "stopped_word": False,
-        "stopping_word": "",
-        "stop_reason": reason,  # ours: the exact reason (eot, block end, time budget, cancelled, ...)
-        "generation_settings": {"n_ctx": settings.n_ctx, "n_predict": settings.max_tokens, "temperature": 0.0,
-                                "top_k": 1, "model": data.get("model", "")},
-        "timings": {
-            "prompt_n": prompt_n,
-            "prompt_ms": prompt_ms,
-            "prompt_per_token_ms": prompt_ms / prompt_n if prompt_n else 0.0,
-            "prompt_per_second": prompt_n * 1000 / prompt_ms if prompt_ms else 0.0,
-            "predicted_n": predicted_n,
-            "predicted_ms": predicted_ms,
-            "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else 0.0,
-            "predicted_per_second": predicted_n * 1000 / predicted_ms if predicted_ms else 0.0,
-        },
-    }
 
 
 # --- serving ---------------------------------------------------------------------------------------------
@@ -788,7 +347,7 @@ class _Server(uvicorn.Server):
         self.daemon = daemon
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        self.daemon.scheduler.cancel_all("shutdown")
+        self.daemon.scheduler.cancel_all(StopReason.SHUTDOWN)
         super().handle_exit(sig, frame)
 
 
@@ -862,92 +421,3 @@ def command(model: str | None, tcp: str | None, idle_unload_s: float, fair_slice
     if settings.backend == "local":
         resolve_model(settings.model)  # a wrong name fails here, in one line, not later in the status
     serve(settings, tcp=tcp, idle_unload_s=idle_unload_s, fair_slice_s=fair_slice_ms / 1000, preload=not lazy)
-
-
-# --- memory: one daemon and thin editors vs self-contained editors --------------------------------------
-
-
-def process_memory_kb(pid: int) -> dict[str, int]:
-    """Resident (RSS) and proportional (PSS: shared pages divided among their users) memory of a process."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        raise UserError("the memory benchmark reads /proc: Linux only") from None
-
-    def field_kb(text: str, name: str) -> int:
-        line = next(line for line in text.splitlines() if line.startswith(name + ":"))
-        return int(line.split()[1])
-
-    return {"pid": pid, "rss_kb": field_kb(status, "VmRSS"), "pss_kb": field_kb(rollup, "Pss")}
-
-
-def memory_benchmark(editors: int = 3, *, model: str | None = None) -> dict[str, Any]:
-    """Memory of ``editors`` thin language servers plus the daemon vs as many self-contained (``--no-daemon``)
-    servers, each with the model loaded and one completion answered. The ratio is what the daemon saves."""
-    return asyncio.run(_memory_benchmark(editors, model))
-
-
-async def _memory_benchmark(editors: int, model: str | None) -> dict[str, Any]:
-    import tempfile
-
-    from codecomplete.serving.client import RUNTIME_ENV, DaemonClient
-
-    with tempfile.TemporaryDirectory(prefix="cc-mem-") as tmp:
-        directory = Path(tmp) / "rt"
-        env = {**os.environ, RUNTIME_ENV: str(directory)}
-        options = {"model": model} if model else {}
-        async with _editors(editors, ["lsp"], env, options) as pids:
-            endpoint = read_endpoint(directory)
-            assert endpoint is not None
-            shared = {"daemon": process_memory_kb(endpoint.pid), "editors": [process_memory_kb(p) for p in pids]}
-            DaemonClient(endpoint).request("POST", "/shutdown")
-        async with _editors(editors, ["lsp", "--no-daemon"], env, options) as pids:
-            alone = {"editors": [process_memory_kb(p) for p in pids]}
-
-    def total(kind: str, group: dict[str, Any]) -> float:
-        parts = [*group["editors"], *([group["daemon"]] if "daemon" in group else [])]
-        return round(sum(p[kind] for p in parts) / 1024, 1)
-
-    result: dict[str, Any] = {"editors": editors, "shared": shared, "self_contained": alone}
-    for kind in ("rss_kb", "pss_kb"):
-        mb = kind.replace("_kb", "_mb")
-        result[f"shared_{mb}"], result[f"self_contained_{mb}"] = total(kind, shared), total(kind, alone)
-        result[f"ratio_{kind[:3]}"] = round(result[f"self_contained_{mb}"] / result[f"shared_{mb}"], 2)
-    return result
-
-
-@contextlib.asynccontextmanager
-async def _editors(n: int, args: list[str], env: dict[str, str], options: dict[str, Any]):
-    """``n`` language servers driven by real LSP clients: initialized, model ready, one completion answered."""
-    from lsprotocol import types
-    from pygls.lsp.client import LanguageClient
-
-    async def one(i: int) -> LanguageClient:
-        client = LanguageClient("codecomplete-bench", __version__)
-        await client.start_io(sys.executable, "-m", "codecomplete.cli", *args, env=env)
-        await client.initialize_async(types.InitializeParams(
-            capabilities=types.ClientCapabilities(), initialization_options=options))
-        client.initialized(types.InitializedParams())
-        deadline = time.monotonic() + 300
-        while (await client.protocol.send_request_async("codecomplete/status", {})).state != "ready":
-            if time.monotonic() > deadline:
-                raise UserError("the benchmark's language server did not get ready in 300 s")
-            await asyncio.sleep(0.1)
-        uri = f"file:///bench/editor{i}.py"
-        text = f"def area_{i}(radius):\n    return "
-        client.text_document_did_open(types.DidOpenTextDocumentParams(
-            types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
-        await client.text_document_inline_completion_async(types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri), position=types.Position(1, 11),
-            context=types.InlineCompletionContext(types.InlineCompletionTriggerKind.Invoked)))
-        return client
-
-    clients = await asyncio.gather(*(one(i) for i in range(n)))
-    try:
-        yield [c._server.pid for c in clients]
-    finally:
-        for client in clients:
-            await client.shutdown_async(None)
-            client.exit(None)
-            await client.stop()

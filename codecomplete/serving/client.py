@@ -1,43 +1,54 @@
-"""Talking to the shared daemon: find it, start it (once, under a lock), and use it from the language server.
+"""Talking to the shared daemon: find it, start it (once, under a lock), and complete through it.
 
-The daemon listens on a Unix socket (0600) inside the user's runtime dir (0700), or on loopback TCP with a
-random token kept in a 0600 file where Unix sockets are missing (Windows). ``daemon.json`` beside the socket
-says which, so every client finds the same daemon. This module never imports llama.cpp: a thin language server
-stays small because the model lives only in the daemon.
+``DaemonBackend`` is the ``CompletionBackend`` of an editor's thin language server: documents (text and tree) stay
+in the editor's process, each request sends a window of the document around the cursor. This module never imports
+llama.cpp: a thin language server stays small because the model lives only in the daemon.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
-import json
 import os
-import secrets
 import subprocess
 import sys
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import filelock
 import httpx2 as httpx
-import platformdirs
 
-from codecomplete.config import Settings
+from codecomplete.config import MODEL_KEYS, Settings
+from codecomplete.core.interrupt import Interrupt
+from codecomplete.core.pipeline import Placement
 from codecomplete.errors import UserError
+from codecomplete.serving.backend import Deliver
+from codecomplete.serving.protocol import (
+    CLIENT_HEADER,
+    CancelRequest,
+    CompleteRequest,
+    CompleteResponse,
+    ForgetRequest,
+    ModelRequest,
+)
+from codecomplete.serving.runtime import (
+    LOG_NAME,
+    RUNTIME_ENV,
+    SERVE_LOCK_NAME,
+    START_LOCK_NAME,
+    Endpoint,
+    read_endpoint,
+    runtime_dir,
+)
+from codecomplete.serving.scheduler import Answer, JobCancel
+from codecomplete.serving.service import Request
 
-RUNTIME_ENV = "CODECOMPLETE_RUNTIME_DIR"
-SOCKET_NAME = "daemon.sock"
-ENDPOINT_NAME = "daemon.json"  # where the daemon listens (and its TCP token): 0600
-SERVE_LOCK_NAME = "serve.lock"  # held by the daemon for its whole life: one daemon per runtime dir
-START_LOCK_NAME = "start.lock"  # held by a client while it starts a daemon: two editors make one daemon
-LOG_NAME = "daemon.log"
-CLIENT_HEADER = "X-Codecomplete-Client"
 START_TIMEOUT_S = 60.0
 # How long a client waits for the daemon's model: a cold 7B load from a slow disk takes a while.
 LOAD_TIMEOUT_S = 600.0
@@ -49,79 +60,12 @@ _CHARS_PER_TOKEN = 8
 _WINDOW_STEP = 4096
 _CANCEL_POLL_S = 0.01
 _CANCEL_GRACE_S = 5.0  # a cancelled request the daemon has not answered by then is given up
-# Settings that need another model load; a daemon's status lists its own (this is what clients assume before).
-MODEL_KEYS: tuple[str, ...] = (
-    "model", "n_ctx", "n_threads", "n_gpu_layers", "main_gpu", "flash_attn", "backend", "remote_url", "fim",
-)
 _RESTART_BACKOFF_S = 10.0  # after a failed restart, requests get nothing at once for this long
+_REQUEST_THREADS = 4  # requests of several documents may be in flight; the daemon supersedes per document
 
 
 class DaemonUnavailable(UserError):
     """No daemon answers (not running, crashed, or its socket is gone)."""
-
-
-def runtime_dir(create: bool = True) -> Path:
-    """The private directory holding the socket, endpoint file, locks and log (``CODECOMPLETE_RUNTIME_DIR``)."""
-    env = os.environ.get(RUNTIME_ENV)
-    if env:
-        path = Path(env).expanduser()
-    else:
-        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to /tmp
-            warnings.simplefilter("ignore")
-            path = Path(platformdirs.user_runtime_dir("codecomplete"))
-    if create:
-        try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create the runtime dir {path}: {exc.strerror}") from None
-        if os.name == "posix":
-            st = path.stat()
-            if st.st_uid != os.getuid():
-                raise UserError(f"runtime dir {path} belongs to another user; set {RUNTIME_ENV}")
-            if st.st_mode & 0o077:
-                path.chmod(0o700)
-    return path
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a daemon listens, as written to ``daemon.json``."""
-
-    transport: str  # "unix" or "tcp"
-    pid: int
-    version: str
-    path: str | None = None  # unix socket
-    host: str | None = None  # tcp
-    port: int | None = None
-    token: str | None = None  # tcp only: the socket itself is not private
-
-    @property
-    def base_url(self) -> str:
-        return "http://codecomplete" if self.transport == "unix" else f"http://{self.host}:{self.port}"
-
-    def describe(self) -> str:
-        return f"unix:{self.path}" if self.transport == "unix" else f"tcp:{self.host}:{self.port}"
-
-
-def read_endpoint(directory: Path) -> Endpoint | None:
-    try:
-        data = json.loads((directory / ENDPOINT_NAME).read_text(encoding="utf-8"))
-        return Endpoint(**data)
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def write_endpoint(directory: Path, endpoint: Endpoint) -> None:
-    """Atomically, created 0600 (the TCP token must never be readable by others, not even for a moment)."""
-    tmp = directory / f".{ENDPOINT_NAME}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(asdict(endpoint), f)
-    os.replace(tmp, directory / ENDPOINT_NAME)
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
 
 
 class DaemonClient:
@@ -166,13 +110,13 @@ class DaemonClient:
         return self.request("GET", "/status")
 
     def cancel(self, request_id: str) -> None:
-        self.request("POST", "/cancel", {"id": request_id})
+        self.request("POST", "/cancel", CancelRequest(request_id).to_json())
 
-    def complete(self, payload: dict[str, Any], cancel: threading.Event | None = None) -> dict[str, Any]:
+    def complete(self, request: CompleteRequest, cancel: threading.Event | None = None) -> CompleteResponse:
         """``POST /v1/complete``; setting ``cancel`` tells the daemon, whose generation stops within a token."""
-        payload = {"id": uuid.uuid4().hex, **payload}
+        payload = {**request.to_json(), "id": request.id or uuid.uuid4().hex}
         if cancel is None:
-            return self.request("POST", "/v1/complete", payload, wait=True)
+            return CompleteResponse.from_json(self.request("POST", "/v1/complete", payload, wait=True))
         pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="codecomplete-http")
         try:
             future = pool.submit(self.request, "POST", "/v1/complete", payload, wait=True)
@@ -186,7 +130,7 @@ class DaemonClient:
                         self.cancel(payload["id"])
                 elif time.monotonic() - told_at > _CANCEL_GRACE_S:
                     raise DaemonUnavailable("the daemon did not answer a cancelled request")
-            return future.result()
+            return CompleteResponse.from_json(future.result())
         finally:
             pool.shutdown(wait=False)  # never wait here for a daemon that hangs
 
@@ -237,10 +181,9 @@ def complete_with_daemon(text: str, offset: int, language: str | None, settings:
         if any(v is not None and theirs.get(k) != v for k, v in wanted.items()):
             return None
         start, end = document_window(text, offset, settings.token_budget)
-        return client.complete({
-            "text": text[start:end], "offset": offset - start, "language": language,
-            "settings": request_settings(settings, frozenset(theirs) or None),
-        })
+        request = CompleteRequest(text=text[start:end], offset=offset - start, language=language,
+                                  settings=request_settings(settings, frozenset(theirs) or None))
+        return client.complete(request).to_json()
     except DaemonUnavailable:  # it went away meanwhile
         return None
     finally:
@@ -339,54 +282,22 @@ def document_window(text: str, offset: int, token_budget: int) -> tuple[int, int
     return start, end
 
 
-@dataclass
-class RemoteCompletion:
-    """The daemon's answer; mirrors ``pipeline.Completion`` where the language server reads it."""
+class DaemonBackend:
+    """The ``CompletionBackend`` of a thin language server: the shared daemon answers.
 
-    data: dict[str, Any]
-
-    @property
-    def completion(self) -> str:
-        return self.data.get("completion") or ""
-
-    @property
-    def stop_reason(self) -> str:
-        return self.data.get("stop_reason") or ""
-
-    def to_json(self) -> dict[str, Any]:
-        return self.data
-
-
-class _DaemonCache:
-    """The daemon keeps the typing-through and LRU caches; closing a document frees its entry there."""
-
-    def __init__(self, service: DaemonService) -> None:
-        self._service = service
-
-    def forget(self, doc: str) -> None:
-        client = self._service.client
-        if client is None:
-            return
-        with contextlib.suppress(UserError):  # a daemon that is gone has forgotten everything already
-            client.request("POST", "/v1/forget", {"doc": doc})
-
-
-class DaemonService:
-    """What ``CompletionService`` offers the language server, answered by the shared daemon.
-
-    Documents (text and tree) stay in the language server; each request sends a window of the document around
-    the cursor (syntax trees do not cross processes: the daemon parses the window, a few kilobytes). When the
-    daemon dies, the next request starts a new one and retries once; the editor is told once per outage, and
-    while a new daemon cannot be started, requests get nothing at once rather than a start attempt each.
+    When the daemon dies, the next request starts a new one and retries once; the editor is told once per
+    outage, and while a new daemon cannot be started, requests get nothing at once rather than a start attempt
+    each.
     """
 
+    wants_tree = False  # syntax trees do not cross processes: the daemon parses the window it gets
+
     def __init__(self, settings: Settings, directory: Path | None = None) -> None:
-        self.settings = settings
+        self._settings = settings
         self.directory = directory
-        self.state = "idle"  # idle → loading → ready | error, like CompletionService
-        self.error: str | None = None
-        self.last: RemoteCompletion | None = None
-        self.cache = _DaemonCache(self)
+        self._state = "idle"  # idle → loading → ready | error
+        self._error: str | None = None
+        self.last: CompleteResponse | None = None
         self.client: DaemonClient | None = None
         self.notify: Callable[[str], None] | None = None  # shows one message in the editor
         self._client_id = f"lsp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -395,10 +306,68 @@ class DaemonService:
         self._outage = False  # the editor was told that the daemon is gone
         self._retry_at = 0.0
         self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(_REQUEST_THREADS, thread_name_prefix="codecomplete-daemon")
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def error(self) -> str | None:
+        return self._error
 
     @property
     def ready(self) -> bool:
-        return self.state == "ready"
+        return self._state == "ready"
+
+    def set_notifier(self, notify: Callable[[str], None]) -> None:
+        self.notify = notify
+
+    def update_settings(self, settings: Settings) -> bool:
+        reload = any(getattr(settings, k, None) != getattr(self._settings, k, None) for k in self._model_keys)
+        self._settings = settings
+        return reload or self._state == "error"
+
+    async def load(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._attach)
+
+    def _attach(self) -> None:
+        """Attach to (or start) the daemon and wait for its model.
+
+        Model-level settings this editor names (not None) that differ from the daemon's switch the daemon's
+        model: there is one model for every editor.
+        """
+        self._state, self._error = "loading", None
+        try:
+            client = self._connect()
+            status = client.status()
+            self._model_keys = tuple(status.get("model_keys") or self._model_keys)
+            theirs = status.get("settings") or {}
+            self._known = frozenset(theirs) or None
+            wanted = {k: getattr(self._settings, k, None) for k in self._model_keys}
+            wanted = {k: v for k, v in wanted.items() if v is not None and theirs.get(k) != v}
+            if wanted:
+                client.request("POST", "/model", ModelRequest(wanted).to_json(), wait=True)
+            self._wait_loaded(client)
+        except UserError as exc:
+            self._drop()
+            self._state, self._error = "error", str(exc)
+
+    def _wait_loaded(self, client: DaemonClient) -> None:
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        while time.monotonic() < deadline:
+            status = client.status()
+            if status["state"] == "ready" or status.get("unloaded"):  # unloaded while idle: reloads on demand
+                self._state = "ready"
+                return
+            if status["state"] == "error":
+                raise UserError(status.get("error") or "the daemon could not load the model")
+            time.sleep(0.1)
+        raise UserError(f"the daemon's model did not load within {LOAD_TIMEOUT_S:.0f}s")
 
     def _connect(self) -> DaemonClient:
         with self._lock:
@@ -412,102 +381,60 @@ class DaemonService:
                 self.client.close()
             self.client = None
 
-    def load(self, on_progress: Callable[[str], None] | None = None) -> None:
-        """Attach to (or start) the daemon and wait for its model.
-
-        Model-level settings this editor names (not None) that differ from the daemon's switch the daemon's
-        model: there is one model for every editor.
-        """
-        self.state, self.error = "loading", None
-        if on_progress:
-            on_progress("connecting to the codecomplete daemon")
-        try:
-            client = self._connect()
-            status = client.status()
-            self._model_keys = tuple(status.get("model_keys") or self._model_keys)
-            theirs = status.get("settings") or {}
-            self._known = frozenset(theirs) or None
-            wanted = {k: getattr(self.settings, k, None) for k in self._model_keys}
-            wanted = {k: v for k, v in wanted.items() if v is not None and theirs.get(k) != v}
-            if wanted:
-                client.request("POST", "/model", wanted, wait=True)
-            self._wait_loaded(client)
-        except UserError as exc:
-            self._drop()
-            self.state, self.error = "error", str(exc)
-
-    def _wait_loaded(self, client: DaemonClient) -> None:
-        deadline = time.monotonic() + LOAD_TIMEOUT_S
-        while time.monotonic() < deadline:
-            status = client.status()
-            if status["state"] == "ready" or status.get("unloaded"):  # unloaded while idle: reloads on demand
-                self.state = "ready"
-                return
-            if status["state"] == "error":
-                raise UserError(status.get("error") or "the daemon could not load the model")
-            time.sleep(0.1)
-        raise UserError(f"the daemon's model did not load within {LOAD_TIMEOUT_S:.0f}s")
-
-    def update_settings(self, settings: Settings) -> bool:
-        """Switch settings; True when the model must be (re)loaded for them."""
-        reload = any(getattr(settings, k, None) != getattr(self.settings, k, None) for k in self._model_keys)
-        self.settings = settings
-        return reload or self.state == "error"
-
-    def complete(
-        self,
-        text: str,
-        offset: int,
-        language: str | None,
-        *,
-        doc: str = "",
-        settings: Settings | None = None,
-        cancel: threading.Event | None = None,
-        tree: Any = None,  # unused: the daemon parses the window it gets
-        path: str | None = None,
-        index: Any = None,
-    ) -> RemoteCompletion:
-        """With a workspace ``index`` (kept by this editor's process), the cross-file snippets are chosen here,
+    async def complete(self, request: Request, *, deliver: Deliver | None = None) -> Answer:
+        """With a workspace index (kept by this editor's process), the cross-file snippets are chosen here,
         with an estimated token count, and sent along; the daemon keeps what fits by the model's count."""
-        s = settings or self.settings
+        cancel = Interrupt()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, self._complete, request, cancel, deliver)
+        except asyncio.CancelledError:  # $/cancelRequest: the request thread tells the daemon
+            cancel.set()
+            raise
+
+    def _complete(self, request: Request, cancel: Interrupt, deliver: Deliver | None) -> Answer:
+        s = request.settings or self._settings
+        text, offset = request.text, request.offset
         start, end = document_window(text, offset, s.token_budget)
-        payload = {
-            "doc": doc, "text": text[start:end], "offset": offset - start, "language": language,
-            "settings": request_settings(s, self._known), "span": [start, len(text)],
-        }
+        snippets, path = None, None
+        index = request.index
         if index is not None and s.repo_context and s.repo_context_budget > 0:
             window = (text.count("\n", 0, start), text.count("\n", 0, end) + 1)
-            chosen = index.query(
-                text[start:end], path, budget_tokens=s.repo_context_budget, count_tokens=_estimate_tokens,
-                window=window if path else None, cursor=offset - start,
-            )
-            payload["snippets"] = [{"path": sn.path, "text": sn.text} for sn in chosen]
-            payload["path"] = index.relative(path) if path else None
+            snippets = tuple(index.query(
+                text[start:end], request.path, budget_tokens=s.repo_context_budget, count_tokens=_estimate_tokens,
+                window=window if request.path else None, cursor=offset - start,
+            ))
+            path = index.relative(request.path) if request.path else None
+        wire = CompleteRequest(text=text[start:end], offset=offset - start, language=request.language,
+                               doc=request.key, settings=request_settings(s, self._known),
+                               placed=Placement(start, len(text)), snippets=snippets, path=path)
         try:
-            data = self._connect().complete(payload, cancel)
+            response = self._connect().complete(wire, cancel)
         except DaemonUnavailable:
-            if cancel is not None and cancel.is_set():
+            if cancel.is_set():
                 raise UserError("cancelled while the daemon was unavailable") from None
-            data = self._restart_and_retry(payload, cancel)
+            response = self._restart_and_retry(wire, cancel)
         self._outage = False
-        result = RemoteCompletion(data)
-        if "prompt" in data:  # answered by the model or its caches, not dropped before it ran
-            self.last = result
-        return result
+        if response.completion is not None:  # answered by the model or its caches, not dropped before it ran
+            self.last = response
+        answer = Answer(response.completion, response.outcome)
+        if deliver is not None and response.completion is not None and not cancel.is_set():
+            deliver(response.completion, cancel)
+        return answer
 
-    def _restart_and_retry(self, payload: dict[str, Any], cancel: threading.Event | None) -> dict[str, Any]:
+    def _restart_and_retry(self, request: CompleteRequest, cancel: Interrupt) -> CompleteResponse:
         self._drop()
         if time.monotonic() < self._retry_at:
             raise DaemonUnavailable("the codecomplete daemon is not running")
         probe = find_daemon(self.directory)
         if probe is not None:  # a dropped idle connection, or another editor restarted it: no outage
             probe.close()
-            return self._connect().complete(payload, cancel)
+            return self._connect().complete(request, cancel)
         if not self._outage and self.notify:
             self.notify("the codecomplete daemon stopped; starting a new one")
         self._outage = True
         try:
-            return self._connect().complete(payload, cancel)
+            return self._connect().complete(request, cancel)
         except DaemonUnavailable as exc:
             self._drop()
             self._retry_at = time.monotonic() + _RESTART_BACKOFF_S
@@ -515,8 +442,22 @@ class DaemonService:
                 self.notify(f"cannot restart the codecomplete daemon: {exc}")
             raise
 
-    def status(self) -> dict[str, Any]:
-        state, error, client = self.state, self.error, self.client  # before the round trip: ordered like events
+    def warm(self, key: str, text: str, prepare: Callable[[JobCancel], None] | None,
+             done: Callable[[], None]) -> None:
+        """The daemon sees windows only: nothing to read ahead there."""
+        done()
+
+    def forget(self, key: str) -> None:
+        """The daemon keeps the caches: tell it, off the event loop."""
+        client = self.client
+        if client is not None:
+            self._pool.submit(_quiet_forget, client, key)
+
+    async def status(self) -> dict[str, Any]:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._status)
+
+    def _status(self) -> dict[str, Any]:
+        state, error, client = self._state, self._error, self.client  # before the round trip: ordered like events
         if client is None:
             return {"state": state, "error": error, "daemon": None}
         try:
@@ -528,3 +469,15 @@ class DaemonService:
         if state != "ready":  # this editor is still attaching: not ready for it, whatever the daemon says
             status["state"], status["error"] = state, error
         return status
+
+    def last_completion(self) -> dict[str, Any] | None:
+        return self.last.to_json() if self.last else None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self._drop()
+
+
+def _quiet_forget(client: DaemonClient, key: str) -> None:
+    with contextlib.suppress(UserError):  # a daemon that is gone has forgotten everything already
+        client.request("POST", "/v1/forget", ForgetRequest(key).to_json())

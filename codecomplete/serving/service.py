@@ -1,7 +1,7 @@
-"""The long-lived completion service: one model, loaded in the background, and what it has done lately.
+"""The long-lived completion service: one engine, loaded on demand, its answer caches and what it has done lately.
 
-The language server (and later the shared daemon) hold one of these; it owns the model's life cycle and its
-statistics, so protocol layers only translate requests.
+The scheduler (``serving.scheduler``) is the only caller of the model-touching methods, always from its model
+thread; ``lookup`` is cheap and runs on the event loop, so a typed-through suggestion never waits for the model.
 """
 
 from __future__ import annotations
@@ -9,18 +9,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from codecomplete.config import Settings
+from codecomplete.config import MODEL_KEYS, Settings
 from codecomplete.core.cache import SuggestionCache
-from codecomplete.core.pipeline import Completer, Completion, load_engine
+from codecomplete.core.pipeline import Completer, Completion, Placement, cached_completion
+from codecomplete.core.snippets import Snippet, SnippetSource
+from codecomplete.engines import load_engine
 from codecomplete.errors import UserError
-
-# Settings that need the model reloaded when they change.
-MODEL_KEYS = ("model", "n_ctx", "n_threads", "n_gpu_layers", "main_gpu", "flash_attn", "backend", "remote_url", "fim")
-
+from codecomplete.types import StopReason
 
 # A prefetch starts this long after the answer it follows, so a typist's next key cancels it before it
 # touches the model (keys come every ~125 ms at 8 chars/s; a suggestion is read for longer).
@@ -30,6 +29,33 @@ PREFETCH_DELAY_S = 0.15
 def _salt(s: Settings) -> str:
     """What besides the text decides a suggestion: cached answers are only valid for the same settings."""
     return repr((s.model, s.format, s.max_tokens, s.max_tokens_single_line, s.token_budget, s.postprocess))
+
+
+@dataclass(frozen=True)
+class Request:
+    """One completion request at a cursor, as the serving layer carries it to the model thread.
+
+    ``key`` names the document across requests (supersession, sticky windows, the caches): an LSP URI in an
+    editor's own server, the client and URI in the daemon.
+    """
+
+    key: str
+    text: str
+    offset: int
+    language: str | None
+    settings: Settings | None = None
+    tree: Any = None  # a tree-sitter tree of ``text`` when the caller keeps one
+    path: str | None = None  # the file, for the workspace index
+    index: SnippetSource | None = None
+    snippets: Sequence[Snippet] | None = None  # cross-file context chosen elsewhere
+    placed: Placement | None = None  # where ``text`` lies in its document when it is a window of it
+
+    def accepted(self, suggestion: str) -> Request:
+        """The request for where accepting ``suggestion`` leaves the cursor (the prefetch's)."""
+        text = self.text[: self.offset] + suggestion + self.text[self.offset :]
+        placed = None if self.placed is None else Placement(self.placed.start, self.placed.length + len(suggestion))
+        return Request(self.key, text, self.offset + len(suggestion), self.language, self.settings, None, self.path,
+                       self.index, self.snippets, placed)
 
 
 @dataclass
@@ -43,7 +69,8 @@ class Stats:
 
 
 class CompletionService:
-    """Owns the engine. ``load()`` runs in a worker thread; ``complete()`` too (it blocks on llama.cpp)."""
+    """Owns the engine. ``load()``, ``generate()``, ``prefetch()`` and ``warm()`` block on llama.cpp: the
+    scheduler runs them in its model thread."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -61,16 +88,11 @@ class CompletionService:
     def ready(self) -> bool:
         return self.state == "ready" and self.completer is not None
 
-    def load(self, on_progress: Callable[[str], None] | None = None) -> None:
+    def load(self) -> None:
         """Load (or reload) the configured model; failures become ``state == "error"`` with a one-line reason."""
         with self._load_lock:
-            self.state = "loading"
-            self.error = None
-            if on_progress:
-                on_progress(f"loading {self.settings.model or 'the embedded model'}")
-            old, self.completer = self.completer, None
-            if old is not None:
-                old.engine.close()
+            self.unload()
+            self.state, self.error = "loading", None
             try:
                 engine = load_engine(self.settings)
             except UserError as exc:
@@ -82,6 +104,13 @@ class CompletionService:
             self.completer = Completer(engine, self.settings)
             self.state = "ready"
 
+    def unload(self) -> None:
+        """Free the model (idle unload, shutdown, before a reload)."""
+        completer, self.completer = self.completer, None
+        self.state = "idle"
+        if completer is not None:
+            completer.engine.close()
+
     def update_settings(self, settings: Settings) -> bool:
         """Switch settings; returns True when the model must be reloaded for them."""
         reload = any(getattr(settings, k) != getattr(self.settings, k) for k in MODEL_KEYS)
@@ -90,87 +119,75 @@ class CompletionService:
             self.completer.settings = settings
         return reload or self.state == "error"
 
-    def lookup(
-        self, text: str, offset: int, language: str | None, *, doc: str = "", settings: Settings | None = None
-    ) -> Completion | None:
-        """The cached answer for this spot, if any. Cheap: callers use it before queueing for the model, so a
-        typed-through suggestion never waits behind a generation."""
-        s = settings or self.settings
+    def lookup(self, request: Request) -> Completion | None:
+        """The cached answer for this spot, if any."""
+        s = request.settings or self.settings
         if not self.ready or not s.reuse:
             return None
+        assert self.completer is not None
         start = time.perf_counter()
-        hit = self.cache.lookup(doc, text, offset, _salt(s))
+        hit = self.cache.lookup(request.key, request.text, request.offset, _salt(s))
         if hit is None:
             return None
-        result = self._cached(hit[0], hit[1], language, start)
+        suggestion, how = hit
+        result = cached_completion(suggestion, StopReason(how), model=self.completer.engine.info.path,
+                                   family=self.completer.family, language=request.language,
+                                   elapsed_ms=(time.perf_counter() - start) * 1000)
         self._record(result, start)
         return result
 
-    def complete(
-        self,
-        text: str,
-        offset: int,
-        language: str | None,
-        *,
-        doc: str = "",
-        settings: Settings | None = None,
-        **kwargs: Any,
-    ) -> Completion:
-        """A suggestion from the caches when the text allows, else from the model (see ``Completer``)."""
+    def generate(self, request: Request, cancel: threading.Event | None = None) -> Completion:
+        """A suggestion from the model (callers looked in the caches first)."""
         if not self.ready:
             raise UserError(f"model not ready ({self.state})")
         assert self.completer is not None
-        s = settings or self.settings
-        cached = self.lookup(text, offset, language, doc=doc, settings=s)
-        if cached is not None:
-            return cached
+        s = request.settings or self.settings
         start = time.perf_counter()
-        result = self.completer.complete(text, offset, language, settings=s, doc=doc, **kwargs)
-        if result.stop_reason not in ("cancelled", "time_budget") and s.reuse:  # cut short: not the answer
-            self.cache.store(doc, text, offset, result.completion, _salt(s))
+        result = self._complete(request, s, cancel)
+        if not result.stop_reason.cut_short and s.reuse:  # cut short: not the answer
+            self.cache.store(request.key, request.text, request.offset, result.suggestion, _salt(s))
         self._record(result, start)
         return result
 
-    def prefetch(
-        self,
-        text: str,
-        offset: int,
-        suggestion: str,
-        language: str | None,
-        *,
-        doc: str = "",
-        settings: Settings | None = None,
-        **kwargs: Any,
-    ) -> Completion | None:
-        """Tab-Tab-Tab: the suggestion for where accepting ``suggestion`` at ``offset`` leaves the cursor,
-        computed while the user reads it and kept in the LRU, so accepting answers at once. Callers run it
-        only when the model is idle and cancel it (``cancel``) for any real request."""
-        s = settings or self.settings
+    def prefetch(self, request: Request, suggestion: str, cancel: threading.Event) -> None:
+        """Tab-Tab-Tab: the suggestion for where accepting ``suggestion`` leaves the cursor, computed while the
+        user reads it and kept in the LRU, so accepting answers at once. The scheduler runs it as background
+        work that any request stops."""
+        s = request.settings or self.settings
         if not (self.ready and s.prefetch and s.reuse and suggestion):
-            return None
-        assert self.completer is not None
-        accepted, at = text[:offset] + suggestion + text[offset:], offset + len(suggestion)
-        if self.cache.holds(accepted, at, _salt(s)):
-            return None
-        cancel = kwargs.get("cancel")
-        if cancel is not None and cancel.wait(PREFETCH_DELAY_S):  # still typing: leave the model alone
-            return None
-        result = self.completer.complete(accepted, at, language, settings=s, doc=doc, **kwargs)
-        if result.stop_reason not in ("cancelled", "time_budget"):
-            self.cache.store(doc, accepted, at, result.completion, _salt(s), how="prefetch")
+            return
+        ahead = request.accepted(suggestion)
+        if self.cache.holds(ahead.text, ahead.offset, _salt(s)):
+            return
+        if cancel.wait(PREFETCH_DELAY_S):  # still typing: leave the model alone
+            return
+        result = self._complete(ahead, s, cancel)
+        if not result.stop_reason.cut_short:
+            self.cache.store(ahead.key, ahead.text, ahead.offset, result.suggestion, _salt(s), how="prefetch")
             self.stats.prefetched += 1
-        return result
+
+    def _complete(self, request: Request, s: Settings, cancel: threading.Event | None) -> Completion:
+        assert self.completer is not None
+        return self.completer.complete(
+            request.text, request.offset, request.language, settings=s, cancel=cancel, tree=request.tree,
+            path=request.path, index=request.index, snippets=request.snippets, key=request.key,
+            placed=request.placed,
+        )
 
     def warm(self, text: str, cancel: threading.Event | None = None) -> None:
-        """Read a just-opened document ahead (see ``Completer.warm``); callers run it when the model is idle."""
+        """Read a just-opened document ahead (see ``Completer.warm``)."""
         if self.ready:
             assert self.completer is not None
             self.completer.warm(text, cancel)
 
+    def forget(self, key: str) -> None:
+        """A document was closed: what is on screen for it is gone."""
+        self.cache.forget(key)
+
     def _record(self, result: Completion, start: float) -> None:
         self.stats.requests += 1
         self.last = result
-        if result.stop_reason == "cancelled":
+        if result.stop_reason == StopReason.CANCELLED:
             return
         latency = (time.perf_counter() - start) * 1000
         self.latencies_ms.append(latency)
@@ -179,36 +196,22 @@ class CompletionService:
         self.stats.reused_tokens += result.tokens["reused"]
         self.stats.generated_tokens += result.tokens["generated"]
         self.recent.append({"latency_ms": latency, "source": result.source, "tokens": result.tokens,
-                            "timings_ms": result.timings_ms, "stop_reason": result.stop_reason})
-
-    def _cached(self, suggestion: str, how: str, language: str | None, start: float) -> Completion:
-        assert self.completer is not None
-        elapsed = (time.perf_counter() - start) * 1000
-        zero = {"prompt": 0, "generated": 0, "reused": 0, "shifted": 0, "evaluated": 0}
-        return Completion(
-            completion=suggestion, raw=suggestion, model=self.completer.engine.info.path, format="cached",
-            family=self.completer.family, language=language, prompt="", prompt_token_ids=[], token_healing="",
-            tokens=zero,
-            timings_ms={"context": 0.0, "tokenize": 0.0, "prompt_eval": 0.0, "generate": 0.0, "postprocess": 0.0,
-                        "total": elapsed},
-            stop_reason=how, multiline="\n" in suggestion, source=how,
-        )
+                            "timings_ms": result.timings_ms, "stop_reason": result.stop_reason.value})
 
     def status(self) -> dict[str, Any]:
-        info = self.completer.engine.info if self.completer else None
-        tok = self.completer.tok if self.completer else None
+        completer = self.completer
+        info = completer.engine.info if completer else None
         return {
             "state": self.state,
             "error": self.error,
             "model": info.path if info else self.settings.model,
             "model_name": info.name if info else None,
-            "family": self.completer.family if self.completer else None,
+            "family": completer.family if completer else None,
             "backend": info.backend if info else None,
             "n_gpu_layers": info.n_gpu_layers if info else None,
             "latencies_ms": [round(x, 1) for x in self.latencies_ms],
             "last_latency_ms": round(self.latencies_ms[-1], 1) if self.latencies_ms else None,
             "stats": vars(self.stats).copy(),
-            # Prompt text chunks tokenized by llama.cpp vs taken from memory (see tokencache).
-            "chunks": {"fresh": getattr(tok, "fresh", 0), "reused": getattr(tok, "reused", 0)},
+            "chunks": completer.chunks if completer else {"fresh": 0, "reused": 0},
             "recent": list(self.recent),
         }

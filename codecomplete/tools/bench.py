@@ -40,6 +40,7 @@ from pygls.lsp.client import LanguageClient
 
 from codecomplete import __version__
 from codecomplete.core.languages import language_for_path
+from codecomplete.core.source import units
 from codecomplete.errors import UserError
 
 SERVER_CMD = (sys.executable, "-m", "codecomplete.cli", "lsp")
@@ -232,14 +233,6 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _units(text: str, encoding: str) -> int:
-    if encoding == types.PositionEncodingKind.Utf8:
-        return len(text.encode("utf-8"))
-    if encoding == types.PositionEncodingKind.Utf16:
-        return len(text.encode("utf-16-le")) // 2
-    return len(text)
-
-
 class Cursor:
     """Where the typist's cursor is, as an LSP position in the negotiated encoding."""
 
@@ -250,7 +243,7 @@ class Cursor:
 
     @property
     def position(self) -> types.Position:
-        return types.Position(line=self.line, character=_units(self.line_text, self.encoding))
+        return types.Position(line=self.line, character=units(self.line_text, self.encoding))
 
     def advance(self, text: str) -> None:
         if "\n" in text:
@@ -291,7 +284,7 @@ class Session:
         if self.daemon_dir is None:
             cmd = (*SERVER_CMD, "--no-daemon")
         else:
-            from codecomplete.serving.client import RUNTIME_ENV
+            from codecomplete.serving.runtime import RUNTIME_ENV
 
             cmd = SERVER_CMD
             env[RUNTIME_ENV] = str(self.daemon_dir)
@@ -546,7 +539,7 @@ def _overhead(record: RequestRecord) -> dict[str, float] | None:
     t = entry["timings_ms"]
     llama = t["prompt_eval"] + t["generate"]
     return {
-        "daemon": t.get("daemon"),  # measured by the server: its own time for the keystroke, minus llama.cpp's
+        "keystroke": t.get("keystroke"),  # measured by the server: its own time for the keystroke, minus llama.cpp's
         "server": t["total"] - llama,
         "protocol": record.latency_ms - entry["latency_ms"],
         "total": record.latency_ms - llama,
@@ -587,7 +580,8 @@ def summarize(result: RunResult) -> dict[str, Any]:
             "prompt_eval": round(tok["evaluated"] / eval_s, 1) if eval_s else None,
             "generate": round(tok["generated"] / gen_s, 1) if gen_s else None,
         },
-        "overhead_ms": {part: _part_percentiles(overheads, part) for part in ("daemon", "server", "protocol", "total")},
+        "overhead_ms": {part: _part_percentiles(overheads, part)
+                        for part in ("keystroke", "server", "protocol", "total")},
         "peak_rss_mb": round(result.peak_rss_mb, 1) if result.peak_rss_mb else None,
         "read_ahead_ms": {name: round(ms, 1) for name, ms in result.read_ahead_ms.items()},
     }
@@ -601,7 +595,7 @@ def large_file_summary(records: Sequence[RequestRecord], read_ahead_ms: float | 
         "model_requests": len(overheads),
         "read_ahead_ms": round(read_ahead_ms, 1) if read_ahead_ms is not None else None,
         **{part: _part_percentiles(overheads, part)
-           for part in ("daemon", "total", "context", "tokenize", "postprocess", "server", "protocol")},
+           for part in ("keystroke", "total", "context", "tokenize", "postprocess", "server", "protocol")},
     }
 
 
@@ -629,7 +623,7 @@ def compare(ours: RunResult, base: RunResult, ours_s: dict[str, Any], base_s: di
         "latency_p50": ratios["latency_p50"],
         "latency_p99": ratios["latency_p99"],
         "reuse_ratio": ours_s["tokens"]["reuse_ratio"],
-        "large_file_overhead_p99_ms": large["daemon"]["p99"] if large else None,
+        "large_file_overhead_p99_ms": large["keystroke"]["p99"] if large else None,
     }
     targets = {}
     for name, goal in TARGETS.items():
@@ -697,7 +691,7 @@ def render_table(report: dict[str, Any]) -> str:
     row("generated tokens", lambda s: s["tokens"]["generated"])
     row("prompt eval tok/s", lambda s: s["tokens_per_s"]["prompt_eval"])
     row("generation tok/s", lambda s: s["tokens_per_s"]["generate"])
-    for part in ("daemon", "server", "protocol", "total"):
+    for part in ("keystroke", "server", "protocol", "total"):
         for p in ("p50", "p99"):
             row(f"overhead {part} {p}", lambda s, a=part, p=p: s["overhead_ms"][a][p], unit=" ms")
     row("peak RSS", lambda s: s["peak_rss_mb"], unit=" MB")
@@ -711,9 +705,9 @@ def render_table(report: dict[str, Any]) -> str:
     if large:
         out.append(f"overhead on a {large['lines']}-line file ({large['model_requests']} requests): "
                    + ", ".join(f"{part} p50 {_fmt(large[part]['p50'])} / p99 {_fmt(large[part]['p99'])} ms"
-                               for part in ("daemon", "context", "tokenize", "postprocess", "total", "protocol"))
+                               for part in ("keystroke", "context", "tokenize", "postprocess", "total", "protocol"))
                    + f"; read ahead on open in {_fmt(large['read_ahead_ms'])} ms")
-        out.append("  (daemon: the server's own time per keystroke, measured by it; total: keystroke to answer "
+        out.append("  (keystroke: the server's own time per keystroke, measured by it; total: keystroke to answer "
                    "at this Python client, less llama.cpp; protocol: total less the completion service)")
     same = comparison["same_answer"]
     out.append(f"same answer with and without reuse: {same['identical']} of {same['model_pairs']} "
@@ -859,7 +853,7 @@ def command(model, files, n_lines, rate, realtime, quick, json_path, plot_path, 
 
 def _memory(editors: int, model: str | None, json_path: str | None) -> None:
     """RSS/PSS of N thin LSPs + one daemon vs N self-contained servers, each with the model loaded."""
-    from codecomplete.serving.app import memory_benchmark
+    from codecomplete.tools.memory import memory_benchmark
 
     result = memory_benchmark(editors, model=model)
     click.echo(f"{editors} editors, shared daemon: {result['shared_rss_mb']} MB RSS "

@@ -304,7 +304,7 @@ def _mode(path: Path) -> int:
 
 
 def check_runtime_dir() -> tuple[Check, Path]:
-    from codecomplete.serving.client import runtime_dir
+    from codecomplete.serving.runtime import runtime_dir
 
     directory = runtime_dir(create=False)
     data: dict[str, Any] = {"path": str(directory), "exists": directory.is_dir()}
@@ -323,7 +323,8 @@ def check_runtime_dir() -> tuple[Check, Path]:
 
 
 def check_daemon(directory: Path) -> Check:
-    from codecomplete.serving.client import ENDPOINT_NAME, LOG_NAME, find_daemon, read_endpoint
+    from codecomplete.serving.client import find_daemon
+    from codecomplete.serving.runtime import ENDPOINT_NAME, LOG_NAME, read_endpoint
 
     endpoint = read_endpoint(directory) if directory.is_dir() else None
     if endpoint is None:

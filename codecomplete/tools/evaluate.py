@@ -238,7 +238,8 @@ def run_ablation(cases: Sequence[Case], source: RawSource, formats: Sequence[str
         variants = []
         for name, disabled in VARIANTS:
             text, cut = postprocess_mod.postprocess(raw.completion, ctx, disabled)
-            variants.append((name != OFF, name, replace(raw, completion=text, stop_reason=cut or raw.stop_reason)))
+            reason = cut.value if cut else raw.stop_reason
+            variants.append((name != OFF, name, replace(raw, completion=text, stop_reason=reason)))
         return variants
 
     return _score(cases, answers, formats, jobs=jobs, progress=progress, repo_context=repo_context)
@@ -454,7 +455,7 @@ class PipelineSource:
         settings = self.settings.with_overrides({"format": fmt, "postprocess": False, "reuse": False})
         result = self.completer.complete(case.text, case.offset, case.language, settings=settings, index=index,
                                          path=path)
-        answer = Answer(result.completion, result.raw, result.stop_reason, result.timings_ms["total"])
+        answer = Answer(result.suggestion, result.raw, result.stop_reason.value, result.timings_ms["total"])
         assert result.context is not None  # a local pipeline always reports its windows
         return answer, result.context
 
@@ -473,7 +474,7 @@ class PipelineSource:
                 if prime:
                     continue
             latency = timings["total"] - timings["prompt_eval"] + cold_prompt_ms
-            answers.append(Answer(result.completion, result.raw, result.stop_reason, latency))
+            answers.append(Answer(result.suggestion, result.raw, result.stop_reason.value, latency))
         return answers
 
 
@@ -521,8 +522,8 @@ def command(sets, limit, seed, jobs, model, formats, postprocess, ablate, repo_c
             max_tokens, time_budget_ms) -> None:
     """Measure completion quality: HumanEval infilling (pass@1, exact match) and masked repository lines."""
     from codecomplete.config import load_settings
-    from codecomplete.core.pipeline import load_engine
     from codecomplete.core.prompt import detect_family
+    from codecomplete.engines import load_engine
 
     if json_path and not os.access(Path(json_path).resolve().parent, os.W_OK):  # fail before the long run
         raise UserError(f"cannot write {json_path}: its directory is missing or not writable")

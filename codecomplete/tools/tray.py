@@ -28,7 +28,8 @@ import platformdirs
 
 from codecomplete.config import config_path
 from codecomplete.errors import UserError
-from codecomplete.serving.client import LOG_NAME, DaemonClient, ensure_daemon, find_daemon, runtime_dir
+from codecomplete.serving.client import DaemonClient, ensure_daemon, find_daemon
+from codecomplete.serving.runtime import LOG_NAME, runtime_dir
 
 try:
     from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, QUrl, Signal
