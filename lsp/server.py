@@ -34,7 +34,7 @@ from codecomplete.errors import UserError
 from codecomplete.lsp.documents import Document, Documents
 from codecomplete.lsp.protocol import ARRIVED, REQUEST_ID, Protocol
 from codecomplete.serving.net import parse_loopback
-from codecomplete.serving.service import Request
+from codecomplete.serving.request import Request
 
 if TYPE_CHECKING:
     from codecomplete.serving.backend import CompletionBackend

@@ -58,6 +58,12 @@ def embedded_model() -> Path:
     return path
 
 
+# Every server, daemon and CLI a test starts reads this config file: a wall-time budget no busy machine reaches, so
+# what a test sees never depends on the machine's speed. Tests of the budget itself set their own.
+PINNED_TIME_BUDGET_MS = 600_000
+PINNED_CONFIG = f"time_budget_ms = {PINNED_TIME_BUDGET_MS}\n"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_runtime_dir(tmp_path_factory: pytest.TempPathFactory):
     """Daemons started by tests live in a private runtime dir and are shut down at the end of the session,
@@ -65,7 +71,9 @@ def isolated_runtime_dir(tmp_path_factory: pytest.TempPathFactory):
     runtime = tmp_path_factory.mktemp("runtime")
     saved = {k: os.environ.get(k) for k in ("CODECOMPLETE_RUNTIME_DIR", "CODECOMPLETE_CONFIG")}
     os.environ["CODECOMPLETE_RUNTIME_DIR"] = str(runtime)
-    os.environ.setdefault("CODECOMPLETE_CONFIG", str(runtime / "no-config.toml"))
+    pinned = runtime.parent / "pinned-config.toml"
+    pinned.write_text(PINNED_CONFIG, encoding="utf-8")
+    os.environ["CODECOMPLETE_CONFIG"] = str(pinned)  # never the user's own config
     yield runtime
     from codecomplete.serving.client import find_daemon
 
@@ -78,3 +86,24 @@ def isolated_runtime_dir(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The fast tier (`make test-fast`: ``-m "not slow"``) must load no model and start no process: there,
+    llama.cpp's model loading and every subprocess start fail the test that tries, naming the mark it needs."""
+    if session.config.getoption("markexpr") != "not slow":
+        return
+    import asyncio
+    import subprocess
+
+    import llama_cpp
+
+    def refuse(what: str) -> Callable[..., Any]:
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"{what} in the fast tier: mark this test @pytest.mark.slow")
+
+        return refused
+
+    llama_cpp.Llama = refuse("a model load")  # type: ignore[assignment,misc]
+    subprocess.Popen.__init__ = refuse("a subprocess")  # type: ignore[method-assign]
+    asyncio.create_subprocess_exec = refuse("a subprocess")  # type: ignore[assignment]

@@ -100,6 +100,7 @@ def test_ratios_use_requests_both_servers_answered() -> None:
     assert percentiles([]) == {"p50": None, "p90": None, "p99": None}
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_error(tmp_path: Path) -> None:
     unknown = tmp_path / "notes.xyz"
     unknown.write_text("a\nb\nc\n")

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # loads a model or starts processes
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "tests" / "data" / "example.py"
 
 
 def run(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "CODECOMPLETE_CONFIG": "/nonexistent/config.toml", **(env or {})}
+    full_env = {**os.environ, **(env or {})}  # the session's pinned config (conftest)
     return subprocess.run(
         [sys.executable, "-m", "codecomplete.cli", *args], input=stdin, capture_output=True, timeout=120,
         env=full_env,

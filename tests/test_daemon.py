@@ -61,8 +61,7 @@ def daemon_pids(directory: Path) -> list[int]:
 def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private runtime dir, set for this process and every child; its daemons are killed afterwards."""
     directory = tmp_path / "rt"
-    monkeypatch.setenv("CODECOMPLETE_RUNTIME_DIR", str(directory))
-    monkeypatch.setenv("CODECOMPLETE_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.setenv("CODECOMPLETE_RUNTIME_DIR", str(directory))  # the config stays the session's pinned one
     yield directory
     for pid in daemon_pids(directory):
         os.kill(pid, signal.SIGKILL)

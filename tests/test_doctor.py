@@ -18,6 +18,8 @@ from codecomplete.core.languages import KNOWN_LANGUAGES
 from codecomplete.serving.client import ensure_daemon, find_daemon
 from codecomplete.tools import doctor
 
+pytestmark = pytest.mark.slow  # loads a model or starts processes
+
 # llama.cpp's system info as CUDA and Metal builds print it (llama_print_system_info): those builds cannot
 # exist on this machine, so the GPU lines are checked against these strings.
 CUDA_INFO = (b"CUDA : ARCHS = 520,610,700,750,800,860,890 | USE_GRAPHS = 1 | PEER_MAX_BATCH_SIZE = 128 | "
@@ -109,7 +111,6 @@ def test_broken_config_fails_and_settings_show_in_their_lines(env: dict[str, str
     assert found["context"]["verdict"] == "warn" and "8192" in found["context"]["detail"]
 
 
-@pytest.mark.slow
 def test_running_daemon_shows_its_private_socket(env: dict[str, str]) -> None:
     directory = Path(env["CODECOMPLETE_RUNTIME_DIR"])
     client = ensure_daemon(directory, args=("--lazy",))

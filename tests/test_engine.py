@@ -13,6 +13,8 @@ from codecomplete.core.interrupt import Interrupt
 from codecomplete.core.prompt import build_prompt
 from codecomplete.engines.llama import EVAL_BLOCK_TOKENS, LlamaEngine
 
+pytestmark = pytest.mark.slow  # loads a model or starts processes
+
 
 @pytest.fixture(scope="module")
 def engine_2023(codellama_2023_gguf: Path) -> LlamaEngine:

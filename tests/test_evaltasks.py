@@ -90,6 +90,7 @@ def test_build_is_deterministic_and_cached(tmp_path, monkeypatch):
     assert len(json.loads(cached[0].read_text())) == len(first)
 
 
+@pytest.mark.slow
 def test_canonical_programs_pass_and_a_sample_of_tasks_passes_with_its_middle(problems):
     canonical = [p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
                  for p in problems.values()]
@@ -100,6 +101,7 @@ def test_canonical_programs_pass_and_a_sample_of_tasks_passes_with_its_middle(pr
     assert [(n, o.detail) for n, o in zip(names, outcomes) if not o.passed] == []
 
 
+@pytest.mark.slow
 def test_wrong_completions_fail():
     tasks = {t.task_id: t for t in build_tasks("single-line")}
     task = tasks["single-line/HumanEval/0/L5"]

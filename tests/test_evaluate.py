@@ -79,6 +79,7 @@ def test_a_case_is_the_task_with_an_empty_line_at_the_cursor():
         assert case.program(task.middle.removesuffix("\n")) == program_for(task, task.middle)
 
 
+@pytest.mark.slow
 def test_oracle_answers_pass_every_humaneval_task():
     cases = humaneval_cases("single-line", 12, seed=1)[0] + humaneval_cases("multi-line", 12, seed=1)[0]
     records = run(cases, oracle, ["prefix"], FLAGS, jobs=2)
@@ -92,6 +93,7 @@ def test_oracle_answers_pass_every_humaneval_task():
         assert row.exact_match == row.edit_similarity == 1.0
 
 
+@pytest.mark.slow
 def test_wrong_answers_fail_and_score_below_one():
     cases = humaneval_cases("multi-line", 10, seed=2)[0]
     records = run(cases, oracle_on_only, ["prefix"], FLAGS, jobs=2)
@@ -213,6 +215,7 @@ def raw_with_junk(case: Case, fmt: str) -> tuple[Answer, Context]:
     return answer(case.task.middle.removesuffix("\n") + "\ndef junk(:\n"), ctx
 
 
+@pytest.mark.slow
 def test_ablation_rows_compare_each_rule_with_all_of_them():
     cases = humaneval_cases("single-line", 4, seed=3)[0]
     records = run_ablation(cases, raw_with_junk, ["prefix"], jobs=2)

@@ -21,6 +21,8 @@ from gguf_factory import (
     piece_id,
 )
 
+pytestmark = pytest.mark.slow  # loads a model or starts processes
+
 PRE, SUF, MID, EOT = 32007, 32008, 32009, 32010
 BOS, EOS = 1, 2
 ATTR_BYTE = 32  # llama_token_attr: LLAMA_TOKEN_ATTR_BYTE

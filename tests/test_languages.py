@@ -99,6 +99,7 @@ def test_parsers_are_per_thread() -> None:
     assert other[0] is not get_parser("python")
 
 
+@pytest.mark.slow
 def test_grammars_are_imported_only_when_asked_for() -> None:
     code = (
         "import sys\n"

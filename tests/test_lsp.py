@@ -13,6 +13,8 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import client_capabilities, make_test_lsp_client
 
+pytestmark = pytest.mark.slow  # loads a model or starts processes
+
 SERVER = [sys.executable, "-m", "codecomplete.cli", "lsp", "--no-daemon"]  # test_daemon: via a daemon
 URI = "file:///work/example.py"
 PY_TEXT = '''import math
@@ -29,9 +31,8 @@ def circumference(radius: float) -> float:
 
 
 def server_env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["CODECOMPLETE_CONFIG"] = str(tmp_path / "no-config.toml")  # the user's own config stays out
-    return env
+    """The session's environment: its private runtime dir and pinned config (conftest), not the user's."""
+    return dict(os.environ)
 
 
 async def start(

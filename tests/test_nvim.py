@@ -145,6 +145,7 @@ def test_ghost_text_accept_and_dismiss_with_the_real_server(tmp_path: Path) -> N
     assert tab["lines"] == esc["lines"] + ["\t"]
 
 
+@pytest.mark.slow
 def test_plugin_behaviour_with_a_scripted_server(tmp_path: Path) -> None:
     obs = _run("scripted.lua", tmp_path, timeout=60)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
+from fakes import FakeEngine
 
 from codecomplete.config import Settings
 from codecomplete.core.pipeline import Completer, Placement, WindowMemory
 from codecomplete.engines.llama import LlamaEngine
+from codecomplete.types import StopReason
 
 SOURCE = "".join(
     f"def step_{i}(value, scale=2):\n    \"\"\"Step {i} of the pipeline.\"\"\"\n    return value * scale + {i}\n\n\n"
@@ -46,7 +49,7 @@ def test_memory_places_a_window_in_its_document() -> None:
 @pytest.fixture(scope="module")
 def completer(embedded_model: Path) -> Completer:
     engine = LlamaEngine(embedded_model, n_ctx=2048)
-    yield Completer(engine, Settings(token_budget=400, max_tokens=4, max_tokens_single_line=4))
+    yield Completer(engine, Settings(token_budget=400, max_tokens=4, max_tokens_single_line=4, time_budget_ms=600_000))
     engine.close()
 
 
@@ -65,6 +68,7 @@ def _type_lines(completer: Completer, doc: str | None) -> tuple[int, int, set[in
     return reused, prompt, firsts
 
 
+@pytest.mark.slow
 def test_typing_past_the_budget_keeps_the_prompt_start(completer: Completer) -> None:
     """12 lines (~200 tokens) typed into a 400-token budget: without memory the start creeps down with
     every line; with it the start holds (the stretch up to n_ctx absorbs them) and nearly all is reused."""
@@ -74,3 +78,50 @@ def test_typing_past_the_budget_keeps_the_prompt_start(completer: Completer) -> 
     assert len(firsts) == 1
     assert reused / prompt > 0.85 > reused_free / prompt_free
 
+
+
+# --- with a scripted engine: the pipeline's own decisions, no model ------------------------------------------
+
+PINNED = Settings(time_budget_ms=600_000, max_tokens=64, max_tokens_single_line=64)
+
+
+class _CancelAfter(threading.Event):
+    """Reads as set from the n-th look on: a cancel that lands mid-generation, deterministically."""
+
+    def __init__(self, looks: int) -> None:
+        super().__init__()
+        self.looks = looks
+
+    def is_set(self) -> bool:
+        self.looks -= 1
+        return self.looks < 0
+
+
+def test_an_answer_cut_short_keeps_only_its_complete_lines() -> None:
+    engine = FakeEngine(script="first = 1\nsecond = 2\nthird = 3")
+    completer = Completer(engine, PINNED.with_overrides({"postprocess": False}))
+    text = "def f():\n"
+    whole = completer.complete(text, len(text), "python")
+    assert whole.suggestion == "first = 1\nsecond = 2\nthird = 3" and whole.stop_reason == StopReason.EOT
+    cut = completer.complete(text, len(text), "python", cancel=_CancelAfter(16))
+    assert cut.stop_reason == StopReason.CANCELLED and cut.suggestion.endswith("first = 1")
+    assert "\n" not in cut.suggestion.strip()
+
+
+def test_fim_layouts_follow_the_model_and_the_cursor() -> None:
+    text = "def f(x):\n    return x\n"
+    prefix_only = Completer(FakeEngine(), PINNED).complete(text, 10, "python")
+    assert prefix_only.format == "prefix" and "<PRE>" not in prefix_only.prompt
+    fim = Completer(FakeEngine(fim=True), PINNED)
+    at_boundary = fim.complete(text, 10, "python")  # after "\n": SPM, the suffix first
+    assert at_boundary.format == "spm" and at_boundary.prompt.startswith("<PRE><SUF>    return x")
+    mid_word = fim.complete(text, text.index("urn"), "python")  # inside a word: PSM
+    assert mid_word.format == "psm" and mid_word.prompt.startswith("<PRE>def f(x):\n    ret<SUF>")
+
+
+def test_post_processing_ends_the_generation_where_the_code_ends() -> None:
+    engine = FakeEngine(script="total = a + b\n    return total\n\ndef g():\n    pass\n")
+    text = "def f(a, b):\n    "
+    result = Completer(engine, PINNED).complete(text, len(text), "python")
+    assert result.suggestion == "total = a + b\n    return total"
+    assert result.stop_reason == StopReason.BLOCK_END and result.raw.count("def g") == 0  # stopped while generating

@@ -60,6 +60,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_fim_ids_are_found_in_both_layouts(engine: LlamaEngine) -> None:
     info = engine.info
     assert (info.fim_pre, info.fim_suf, info.fim_mid, info.eot) == (PRE, SUF, MID, 32010)
@@ -68,6 +69,7 @@ def test_fim_ids_are_found_in_both_layouts(engine: LlamaEngine) -> None:
     assert detect_family(engine) == "codellama"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefix,suffix", CASES)
 @pytest.mark.parametrize("fmt", ["psm", "spm"])
 def test_codellama_prompt_matches_reference(engine: LlamaEngine, prefix: str, suffix: str, fmt: str) -> None:
@@ -76,6 +78,7 @@ def test_codellama_prompt_matches_reference(engine: LlamaEngine, prefix: str, su
     assert prompt.family == "codellama" and prompt.format == fmt
 
 
+@pytest.mark.slow
 def test_psm_layout_spelled_out(engine: LlamaEngine) -> None:
     """The exact ids for one case, so a shared mistake in both constructions would still show."""
     prompt = build_prompt(engine, "def f(x):", "\n    return x", "psm")
@@ -91,6 +94,7 @@ def test_psm_layout_spelled_out(engine: LlamaEngine) -> None:
     assert prompt.text == f"<s>{FIM_PRE} def f(x):{FIM_SUF}\n    return x{FIM_MID}"
 
 
+@pytest.mark.slow
 def test_encode_infilling_keeps_leading_space_and_round_trips(engine: LlamaEngine) -> None:
     for text in ["\n    return x", " foo", "  bar(x)", "é", "x", "\t1"]:
         ids = encode_infilling(engine, text)
@@ -100,6 +104,7 @@ def test_encode_infilling_keeps_leading_space_and_round_trips(engine: LlamaEngin
     assert engine.tokenize("\n    return")[0] == piece_id(SPACE)
 
 
+@pytest.mark.slow
 def test_spm_puts_prefix_last(engine: LlamaEngine) -> None:
     prompt = build_prompt(engine, "x = ", "\n", "spm")
     assert prompt.token_ids[:3] == [BOS, PRE, SUF]
@@ -118,6 +123,7 @@ def test_choose_format() -> None:
         choose_format("qwen", "spm", "x")
 
 
+@pytest.mark.slow
 def test_prefix_only_for_models_without_fim(embedded_model: Path) -> None:
     eng = LlamaEngine(embedded_model, n_ctx=256)
     try:

@@ -31,7 +31,7 @@ from codecomplete.engines.remote import RemoteEngine, check_url, render_fim
 from codecomplete.errors import UserError
 from codecomplete.types import StopReason
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 DOC = 'import math\n\n\ndef area(radius):\n    """Area of a circle."""\n    return \n\n\nprint(area(2))\n'
 OFFSET = DOC.index("return ") + len("return ")

@@ -13,6 +13,8 @@ import pytest
 from codecomplete.errors import UserError
 from codecomplete.tools.sandbox import DETAIL_CHARS, _network_isolation, run_many, run_program
 
+pytestmark = pytest.mark.slow  # loads a model or starts processes
+
 
 def sandbox_processes() -> list[int]:
     """Live processes started by the sandbox: their command line names a codecomplete-sandbox- temp dir."""

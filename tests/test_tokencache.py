@@ -11,6 +11,8 @@ import pytest
 from codecomplete.core.tokencache import IncrementalTokenizer
 from codecomplete.engines.llama import LlamaEngine
 
+pytestmark = pytest.mark.slow  # loads a model or starts processes
+
 SOURCE = Path(textwrap.__file__).read_text(encoding="utf-8")
 
 

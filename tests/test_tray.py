@@ -160,6 +160,7 @@ def test_recent_models_are_remembered_newest_first(tmp_path: Path) -> None:
     assert recent.load() == []
 
 
+@pytest.mark.slow
 def test_tray_command_without_a_system_tray_says_so(runtime: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "codecomplete.cli", "tray", "--wait", "0"], capture_output=True,
                           text=True, timeout=60, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})

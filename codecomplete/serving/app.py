@@ -48,6 +48,7 @@ from codecomplete.serving.protocol import (
     ModelRequest,
     infill_answer,
 )
+from codecomplete.serving.request import Answer
 from codecomplete.serving.runtime import (
     ENDPOINT_NAME,
     SERVE_LOCK_NAME,
@@ -58,7 +59,7 @@ from codecomplete.serving.runtime import (
     runtime_dir,
     write_endpoint,
 )
-from codecomplete.serving.scheduler import Answer, Scheduler, Unavailable
+from codecomplete.serving.scheduler import Scheduler, Unavailable
 from codecomplete.serving.service import CompletionService, Request
 from codecomplete.types import StopReason
 

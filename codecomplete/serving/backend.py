@@ -12,13 +12,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from codecomplete.config import Settings
-from codecomplete.core.pipeline import Completion
-from codecomplete.serving.scheduler import Answer, JobCancel, Scheduler
-from codecomplete.serving.service import CompletionService, Request
-
-# A callback the worker thread calls with a finished completion and its cancel flag, before the event loop hears
-# of it (the language server writes the answer from there).
-Deliver = Callable[[Completion, threading.Event], None]
+from codecomplete.serving.request import Answer, Deliver, Request
+from codecomplete.serving.scheduler import Scheduler
+from codecomplete.serving.service import CompletionService
 
 
 class CompletionBackend(Protocol):
@@ -49,7 +45,7 @@ class CompletionBackend(Protocol):
 
     async def complete(self, request: Request, *, deliver: Deliver | None = None) -> Answer: ...
 
-    def warm(self, key: str, text: str, prepare: Callable[[JobCancel], None] | None,
+    def warm(self, key: str, text: str, prepare: Callable[[threading.Event], None] | None,
              done: Callable[[], None]) -> None:
         """A document was opened: read it ahead while the model is idle (``prepare`` first); ``done`` at the end."""
 
@@ -104,7 +100,7 @@ class LocalBackend:
     async def complete(self, request: Request, *, deliver: Deliver | None = None) -> Answer:
         return await self.scheduler.complete(self.CLIENT, request, deliver=deliver)
 
-    def warm(self, key: str, text: str, prepare: Callable[[JobCancel], None] | None,
+    def warm(self, key: str, text: str, prepare: Callable[[threading.Event], None] | None,
              done: Callable[[], None]) -> None:
         self.scheduler.warm(self.CLIENT, key, text, prepare, done)
 

@@ -28,7 +28,6 @@ from codecomplete.config import MODEL_KEYS, Settings
 from codecomplete.core.interrupt import Interrupt
 from codecomplete.core.pipeline import Placement
 from codecomplete.errors import UserError
-from codecomplete.serving.backend import Deliver
 from codecomplete.serving.protocol import (
     CLIENT_HEADER,
     CancelRequest,
@@ -37,6 +36,7 @@ from codecomplete.serving.protocol import (
     ForgetRequest,
     ModelRequest,
 )
+from codecomplete.serving.request import Answer, Deliver, Request
 from codecomplete.serving.runtime import (
     LOG_NAME,
     RUNTIME_ENV,
@@ -46,8 +46,6 @@ from codecomplete.serving.runtime import (
     read_endpoint,
     runtime_dir,
 )
-from codecomplete.serving.scheduler import Answer, JobCancel
-from codecomplete.serving.service import Request
 
 START_TIMEOUT_S = 60.0
 # How long a client waits for the daemon's model: a cold 7B load from a slow disk takes a while.
@@ -442,7 +440,7 @@ class DaemonBackend:
                 self.notify(f"cannot restart the codecomplete daemon: {exc}")
             raise
 
-    def warm(self, key: str, text: str, prepare: Callable[[JobCancel], None] | None,
+    def warm(self, key: str, text: str, prepare: Callable[[threading.Event], None] | None,
              done: Callable[[], None]) -> None:
         """The daemon sees windows only: nothing to read ahead there."""
         done()

@@ -31,7 +31,8 @@ from codecomplete.config import Settings
 from codecomplete.core.interrupt import Interrupt
 from codecomplete.core.pipeline import Completion
 from codecomplete.errors import UserError, quietly
-from codecomplete.serving.service import CompletionService, Request
+from codecomplete.serving.request import Answer, Deliver, Request
+from codecomplete.serving.service import CompletionService
 from codecomplete.types import StopReason
 
 log = logging.getLogger(__name__)
@@ -94,23 +95,6 @@ class Job:
     outcome: StopReason | None = None  # superseded, cancelled, preempted, disconnected, paused, shutdown
 
 
-@dataclass(frozen=True)
-class Answer:
-    """What a request got: the completion (None when it never ran) and why the scheduler ended it, if it did.
-
-    ``shown`` is the suggestion to give the editor: nothing stale from a cancelled or superseded request; a
-    preempted one keeps its complete lines."""
-
-    completion: Completion | None
-    outcome: StopReason | None = None
-
-    @property
-    def shown(self) -> str:
-        if self.completion is None or self.outcome not in (None, StopReason.PREEMPTED):
-            return ""
-        return self.completion.suggestion
-
-
 class Histogram:
     """Counts of end-to-end latencies (queueing included: what an editor waits) per bucket."""
 
@@ -152,7 +136,7 @@ class Scheduler:
 
     async def complete(
         self, client: str, request: Request, *, job_id: str | None = None, supersede: bool = True,
-        deliver: Callable[[Completion, threading.Event], None] | None = None,
+        deliver: Deliver | None = None,
     ) -> Answer:
         """A suggestion for ``request``: from the caches at once when they have it, else from the model.
 
@@ -188,7 +172,7 @@ class Scheduler:
             self.submit(self.new_job(client, lambda cancel: self.service.prefetch(request, shown.suggestion, cancel),
                                      key=request.key, background=True, waited=False))
 
-    def warm(self, client: str, key: str, text: str, prepare: Callable[[JobCancel], None] | None = None,
+    def warm(self, client: str, key: str, text: str, prepare: Callable[[threading.Event], None] | None = None,
              done: Callable[[], None] | None = None) -> None:
         """Read a just-opened document ahead as background work: ``prepare`` (e.g. parse it), then count and
         tokenize its lines; ``done`` runs whatever happens."""

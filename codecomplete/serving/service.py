@@ -9,17 +9,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from codecomplete.config import MODEL_KEYS, Settings
 from codecomplete.core.cache import SuggestionCache
-from codecomplete.core.pipeline import Completer, Completion, Placement, cached_completion
-from codecomplete.core.snippets import Snippet, SnippetSource
+from codecomplete.core.pipeline import Completer, Completion, cached_completion
 from codecomplete.engines import load_engine
 from codecomplete.errors import UserError
-from codecomplete.types import StopReason
+from codecomplete.serving.request import Request
+from codecomplete.types import Engine, StopReason
 
 # A prefetch starts this long after the answer it follows, so a typist's next key cancels it before it
 # touches the model (keys come every ~125 ms at 8 chars/s; a suggestion is read for longer).
@@ -29,33 +29,6 @@ PREFETCH_DELAY_S = 0.15
 def _salt(s: Settings) -> str:
     """What besides the text decides a suggestion: cached answers are only valid for the same settings."""
     return repr((s.model, s.format, s.max_tokens, s.max_tokens_single_line, s.token_budget, s.postprocess))
-
-
-@dataclass(frozen=True)
-class Request:
-    """One completion request at a cursor, as the serving layer carries it to the model thread.
-
-    ``key`` names the document across requests (supersession, sticky windows, the caches): an LSP URI in an
-    editor's own server, the client and URI in the daemon.
-    """
-
-    key: str
-    text: str
-    offset: int
-    language: str | None
-    settings: Settings | None = None
-    tree: Any = None  # a tree-sitter tree of ``text`` when the caller keeps one
-    path: str | None = None  # the file, for the workspace index
-    index: SnippetSource | None = None
-    snippets: Sequence[Snippet] | None = None  # cross-file context chosen elsewhere
-    placed: Placement | None = None  # where ``text`` lies in its document when it is a window of it
-
-    def accepted(self, suggestion: str) -> Request:
-        """The request for where accepting ``suggestion`` leaves the cursor (the prefetch's)."""
-        text = self.text[: self.offset] + suggestion + self.text[self.offset :]
-        placed = None if self.placed is None else Placement(self.placed.start, self.placed.length + len(suggestion))
-        return Request(self.key, text, self.offset + len(suggestion), self.language, self.settings, None, self.path,
-                       self.index, self.snippets, placed)
 
 
 @dataclass
@@ -72,8 +45,9 @@ class CompletionService:
     """Owns the engine. ``load()``, ``generate()``, ``prefetch()`` and ``warm()`` block on llama.cpp: the
     scheduler runs them in its model thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engine_factory: Callable[[Settings], Engine] = load_engine) -> None:
         self.settings = settings
+        self._engine_factory = engine_factory  # tests give a scripted engine
         self.state = "idle"  # idle → loading → ready | error
         self.error: str | None = None
         self.completer: Completer | None = None
@@ -94,7 +68,7 @@ class CompletionService:
             self.unload()
             self.state, self.error = "loading", None
             try:
-                engine = load_engine(self.settings)
+                engine = self._engine_factory(self.settings)
             except UserError as exc:
                 self.state, self.error = "error", str(exc)
                 return

@@ -1,0 +1,100 @@
+"""Guards for the pygls internals lsp/protocol.py and lsp/server.py override or call: a pygls upgrade that renames or
+reshapes one of them fails here, in the fast tier, instead of in an editor."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+from typing import Any
+
+import pygls.io_
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import JsonRPCNotification, LanguageServerProtocol
+
+from codecomplete.lsp.protocol import Protocol
+
+# The overridden methods: (name, parameter names after self) as pygls 2.1 defines them.
+OVERRIDDEN = {
+    "_send_data": ["data"],
+    "_send_response": ["msg_id", "result", "error"],
+    "handle_message": ["message"],
+    "structure_message": ["data"],
+    "lsp_initialize": ["params"],
+    "lsp_text_document__did_open": ["params"],
+    "lsp_text_document__did_change": ["params"],
+    "lsp_text_document__did_close": ["params"],
+}
+
+
+def test_the_overridden_methods_exist_with_the_same_parameters() -> None:
+    for name, params in OVERRIDDEN.items():
+        original = getattr(LanguageServerProtocol, name, None)
+        assert original is not None, f"pygls no longer has LanguageServerProtocol.{name}"
+        assert list(inspect.signature(original).parameters)[1:] == params, name
+        assert getattr(Protocol, name) is not original, f"{name} is no longer overridden"
+
+
+def test_the_internals_the_server_calls_are_still_there() -> None:
+    assert inspect.isgeneratorfunction(LanguageServerProtocol.lsp_initialize)  # we `yield from` it
+    assert callable(getattr(LanguageServerProtocol, "get_message_type", None))
+    assert list(inspect.signature(pygls.io_.run_async).parameters) == [
+        "stop_event", "reader", "protocol", "logger", "error_handler"]
+    assert pygls.io_.StdinAsyncReader and pygls.io_.StdoutWriter
+    assert callable(getattr(LanguageServer, "report_server_error", None))
+    assert LanguageServer("guard", "0")._stop_event is None  # we set it before serving stdio ourselves
+    JsonRPCNotification(method="$/x", params=None, jsonrpc="2.0")
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+
+    def write(self, data: bytes) -> None:
+        self.frames.append(json.loads(data.split(b"\r\n\r\n", 1)[1]))
+
+    def close(self) -> None:
+        pass
+
+
+def _server() -> tuple[LanguageServer, _Capture]:
+    server = LanguageServer("guard", "0", protocol_cls=Protocol)
+    capture = _Capture()
+    server.protocol.set_writer(capture)
+    server.protocol.threadsafe_writer = True
+    return server, capture
+
+
+def test_an_answer_written_early_is_the_only_answer() -> None:
+    server, capture = _server()
+    protocol: Protocol = server.protocol
+    sent = []
+    protocol.on_sent[7] = lambda: sent.append(7)
+    protocol.answer_now(7, {"items": []}, threading.Event())
+    protocol._send_response(7, {"items": ["late"]})  # pygls's own answer when the handler returns
+    assert [f["id"] for f in capture.frames] == [7] and capture.frames[0]["result"] == {"items": []}
+    assert sent == [7]
+    protocol._send_response(8, None)  # other ids are answered as usual
+    assert [f["id"] for f in capture.frames] == [7, 8]
+
+
+def test_params_that_do_not_fit_are_answered_with_invalid_params() -> None:
+    server, capture = _server()
+    bad = {"jsonrpc": "2.0", "id": 3, "method": types.TEXT_DOCUMENT_INLINE_COMPLETION, "params": {"position": 5}}
+    structured = server.protocol.structure_message(bad)
+    assert isinstance(structured, JsonRPCNotification)  # dropped after the answer
+    assert capture.frames[0]["id"] == 3 and capture.frames[0]["error"]["code"] == -32602
+
+
+def test_utf8_is_preferred_when_offered() -> None:
+    server, _capture = _server()
+    params = types.InitializeParams(capabilities=types.ClientCapabilities(general=types.GeneralClientCapabilities(
+        position_encodings=[types.PositionEncodingKind.Utf16, types.PositionEncodingKind.Utf8])))
+    gen = server.protocol.lsp_initialize(params)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as done:
+        result = done.value
+    assert result.capabilities.position_encoding == types.PositionEncodingKind.Utf8
