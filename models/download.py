@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import socket
 import threading
 import time
 import urllib.request
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +28,8 @@ from codecomplete.models.gguf import validate_gguf
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Budget for the reachability probe (DNS + TCP connect) so `pull` fails in well under 2 s when offline.
 PROBE_TIMEOUT_S = 1.5
+# Under models_dir(): downloads that failed a check are kept here for inspection, never overwritten.
+REJECTED_DIR = "rejected"
 
 
 def hub_endpoint() -> str:
@@ -97,7 +101,8 @@ def pull(name: str, *, progress: bool = True, catalog: Mapping[str, CatalogEntry
     """Download catalog model ``name`` into ``models_dir()`` and check it; return its path.
 
     A file already present with the catalog size is returned without touching the network. After
-    a download the size (and sha256, when the catalog knows it) must match, else the file is removed.
+    a download the size (and sha256, when the catalog knows it) must match and the GGUF structure must
+    be whole, else the file is moved to ``models_dir()/rejected/`` and a UserError says which check failed.
     """
     catalog = load_catalog() if catalog is None else catalog
     entry = catalog.get(name)
@@ -184,23 +189,63 @@ def _quiet_tqdm() -> type:
 
 
 def _verify_download(entry: CatalogEntry, path: Path, *, progress: bool) -> None:
-    """Size, then sha256, then GGUF structure; a file that fails any of them is deleted."""
+    """Size, then sha256, then GGUF structure; a file that fails one is moved aside, never deleted outright.
+
+    Only a completed download gets here: huggingface_hub keeps an interrupted one in its own
+    ``.incomplete`` file (resumed by the next pull), which this never touches.
+    """
     actual = path.stat().st_size
-    problem = None
+    failed = None  # (check, expected, actual)
     if entry.size is not None and actual != entry.size:
-        problem = f"size {actual} bytes, expected {entry.size}"
+        failed = ("size", f"{entry.size} bytes", f"{actual} bytes")
     elif entry.sha256 is not None:
         digest = sha256_file(path, progress=progress)
         if digest != entry.sha256:
-            problem = f"sha256 {digest}, expected {entry.sha256}"
-    if problem is None:
+            failed = ("sha256", entry.sha256, digest)
+    if failed is None:
         try:
             validate_gguf(path)
         except UserError as exc:
-            problem = str(exc)
-    if problem is not None:
-        path.unlink(missing_ok=True)
-        raise UserError(f"downloaded {entry.file} is damaged ({problem}); removed it, run pull again")
+            failed = ("GGUF structure", "a complete GGUF model file", str(exc).removesuffix(f": {path}"))
+    if failed is None:
+        return
+    check, expected, got = failed
+    try:
+        kept = f"kept it as {_move_aside(path)}"
+    except OSError as exc:
+        path.unlink(missing_ok=True)  # never leave it where pull and resolve_model would take it as good
+        kept = f"could not keep it aside ({exc.strerror or exc}), so it was deleted"
+    raise UserError(
+        f"downloaded {entry.file} failed the {check} check (expected {expected}, got {got}); {kept}; "
+        f"run `codecomplete models pull {entry.name}` to download it again"
+    )
+
+
+def _utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _move_aside(path: Path) -> Path:
+    """Move ``path`` to ``models_dir()/rejected/<name>.<UTC timestamp>`` (``-2``, ``-3``... on a clash); return it.
+
+    The new name is reserved with O_EXCL before the rename, so an earlier rejected file is never overwritten.
+    """
+    rejected = models_dir() / REJECTED_DIR
+    rejected.mkdir(parents=True, exist_ok=True)
+    base = f"{path.name}.{_utc_stamp()}"
+    for n in itertools.count(1):
+        target = rejected / (base if n == 1 else f"{base}-{n}")
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        try:
+            os.replace(path, target)
+        except OSError:
+            target.unlink(missing_ok=True)
+            raise
+        return target
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def sha256_file(path: Path, *, progress: bool = False) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
+import importlib.metadata
 import os
 import re
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +38,7 @@ OTHERS = {
     "qwen2.5-coder-1.5b-q8_0": "qwen",
     "qwen2.5-coder-7b-q4_k_m": "qwen",
 }
+DIGEST, COMMIT_B, COMMIT_C = "a" * 64, "b" * 40, "c" * 40  # well-formed pins for catalog parser tests
 
 
 @pytest.fixture
@@ -113,16 +117,47 @@ def test_exact_sizes_and_hashes_where_they_were_found() -> None:
     catalog = models.load_catalog()
     assert catalog["codellama-7b-q4_k_m"].size == 4081095360
     assert catalog["codellama-7b-q4_k_m"].sha256 == "c3866cb985de17d398c2d7e85bb8a9c717a76bb997dce0e72a0cb169063e6d17"
+    assert catalog["codellama-7b-q4_k_m"].sha256_source == (
+        "https://huggingface.co/TheBloke/CodeLlama-7B-GGUF/commit/90312700ccfd78f3b33639c31a107efb0c22ac38"
+    )
     for name in ("codellama-7b-q8_0", "codellama-13b-q8_0", "qwen2.5-coder-7b-q4_k_m"):
         assert catalog[name].size is None and catalog[name].approx_size
+    # No page stating these hashes was found: only the size (and, for starcoder2, the revision) is pinned.
+    for name in ("starcoder2-3b-q8_0", "smollm2-135m", "deepseek-coder-1.3b-q8_0"):
+        assert catalog[name].sha256 is None and catalog[name].size, name
+    assert catalog["starcoder2-3b-q8_0"].revision_source == (
+        "https://huggingface.co/QuantFactory/starcoder2-3b-GGUF/tree/9efb0bcc61467bf0475f646a299c4217581d88f7"
+    )
+
+
+def test_every_shipped_hash_and_revision_carries_the_page_it_was_read_from() -> None:
+    hashed = 0
+    for entry in models.load_catalog().values():
+        for value, page in ((entry.sha256, entry.sha256_source), (entry.revision, entry.revision_source)):
+            if page is not None:
+                assert value is not None, entry.name
+                assert page.startswith(f"https://huggingface.co/{entry.repo}/"), (entry.name, page)
+        if entry.sha256 is not None:
+            hashed += 1
+            # The hash was read from the pinned commit's own page, which states both.
+            assert entry.sha256_source == f"https://huggingface.co/{entry.repo}/commit/{entry.revision}", entry.name
+        if entry.revision is not None:
+            assert entry.revision in (entry.revision_source or entry.sha256_source or ""), entry.name
+    assert hashed == 4  # the four Code Llama Q4_K_M/Q5_K_M files
 
 
 def test_catalog_entry_for_the_embedded_model_matches_the_wheel() -> None:
+    """The catalog pins no hash for it (no hub page states one); the wheel's own RECORD does, and must match."""
     entry = models.load_catalog()["smollm2-135m"]
     path = models.embedded_model_path()
     assert path is not None and path.name == entry.file
     assert path.stat().st_size == entry.size
-    assert models.sha256_file(path) == entry.sha256
+    (record,) = [
+        f for f in importlib.metadata.distribution(models.EMBEDDED_DISTRIBUTION).files or () if f.name == entry.file
+    ]
+    assert record.size == entry.size and record.hash is not None and record.hash.mode == "sha256"
+    recorded = base64.urlsafe_b64decode(record.hash.value + "=" * (-len(record.hash.value) % 4)).hex()
+    assert models.sha256_file(path) == recorded
 
 
 @pytest.mark.parametrize(
@@ -134,6 +169,33 @@ def test_catalog_entry_for_the_embedded_model_matches_the_wheel() -> None:
         ('size = 10\nrevision = "main"', "full commit hash"),
         ("size = -1", "bad size"),
         ('size = 10\nsource = "ftp"', "unknown source"),
+        (f'size = 10\nsha256 = "{DIGEST}"', "sha256 without sha256_source"),
+        (f'size = 10\nrevision = "{COMMIT_B}"', "revision without revision_source"),
+        (
+            f'size = 10\nrevision = "{COMMIT_B}"\nsha256 = "{DIGEST}"\n'
+            'sha256_source = "https://huggingface.co/a/b/blob/main/x.gguf"',
+            "revision without revision_source",
+        ),
+        (
+            f'size = 10\nsha256 = "{DIGEST}"\nsha256_source = "https://example.com/a/b/blob/main/x.gguf"',
+            "sha256_source must be an address starting https://huggingface.co/a/b/",
+        ),
+        (
+            f'size = 10\nsha256 = "{DIGEST}"\nsha256_source = "https://huggingface.co/other/repo/blob/main/x.gguf"',
+            "sha256_source must be an address starting https://huggingface.co/a/b/",
+        ),
+        ('size = 10\nsha256_source = "https://huggingface.co/a/b/blob/main/x.gguf"', "sha256_source but no sha256"),
+        ('size = 10\nrevision_source = "https://huggingface.co/a/b/commits/main"', "revision_source but no revision"),
+        (
+            f'size = 10\nrevision = "{COMMIT_B}"\nrevision_source = "https://huggingface.co/a/b/tree/{COMMIT_C}"',
+            f"revision_source is the page of commit {COMMIT_C}, not of revision",
+        ),
+        (
+            f'size = 10\nrevision = "{COMMIT_B}"\nsha256 = "{DIGEST}"\n'
+            f'sha256_source = "https://huggingface.co/a/b/commit/{COMMIT_C}"\n'
+            f'revision_source = "https://huggingface.co/a/b/tree/{COMMIT_B}"',
+            f"sha256_source is the page of commit {COMMIT_C}, not of revision",
+        ),
     ],
 )
 def test_malformed_catalog_entries_are_rejected(table: str, problem: str) -> None:
@@ -142,8 +204,31 @@ def test_malformed_catalog_entries_are_rejected(table: str, problem: str) -> Non
         'params = "1B"\ndescription = "d"\n'
     )
     text = f"[[model]]\n{table}\n" if problem == "lacks" else f"[[model]]\n{base}{table}\n"
-    with pytest.raises(ValueError, match=problem):
+    with pytest.raises(ValueError, match=re.escape(problem)) as exc:
         models.parse_catalog(text)
+    assert "\n" not in str(exc.value)
+
+
+def test_sourced_hashes_and_revisions_are_accepted() -> None:
+    base = (
+        '[[model]]\nname = "x"\nrepo = "a/b"\nfile = "x.gguf"\nquant = "Q8_0"\nfim = "qwen"\nlicense = "mit"\n'
+        'params = "1B"\ndescription = "d"\nsize = 10\n'
+    )
+    commit, digest = COMMIT_B, DIGEST
+    # The commit page states both the pointer's sha256 and the revision.
+    one_page = (
+        f'revision = "{commit}"\nsha256 = "{digest}"\nsha256_source = "https://huggingface.co/a/b/commit/{commit}"\n'
+    )
+    entry = models.parse_catalog(base + one_page)["x"]
+    assert (entry.sha256, entry.revision, entry.revision_source) == (digest, commit, None)
+    # A revision with a page of its own, and a hash read from a blob page at that commit.
+    two_pages = (
+        f'revision = "{commit}"\nrevision_source = "https://huggingface.co/a/b/commits/main"\n'
+        f'sha256 = "{digest}"\nsha256_source = "https://huggingface.co/a/b/blob/{commit}/x.gguf"\n'
+    )
+    entry = models.parse_catalog(base + two_pages)["x"]
+    assert entry.revision_source == "https://huggingface.co/a/b/commits/main"
+    assert entry.sha256_source == f"https://huggingface.co/a/b/blob/{commit}/x.gguf"
 
 
 def test_unknown_fim_family_and_duplicates_are_rejected() -> None:
@@ -516,15 +601,15 @@ def test_pull_resumes_an_interrupted_transfer(
     assert ("GET", f"/{REPO}/resolve/{COMMIT}/tiny.Q8_0.gguf", "bytes=500-") in fake_hub.requests
 
 
-def test_pull_rejects_and_removes_a_file_with_the_wrong_sha256(
+def test_pull_rejects_and_keeps_aside_a_file_with_the_wrong_sha256(
     fake_hub: FakeHub, models_home: Path, tiny_model: bytes
 ) -> None:
     fake_hub.files["tiny.Q8_0.gguf"] = tiny_model
-    with pytest.raises(UserError, match=r"damaged \(sha256 [0-9a-f]{64}, expected 0{64}\); removed it") as exc:
+    with pytest.raises(UserError, match=r"failed the sha256 check \(expected 0{64}, got [0-9a-f]{64}\)") as exc:
         models.pull("tiny-q8_0", progress=False, catalog=entry_for(tiny_model, sha256="0" * 64))
-    assert "\n" not in str(exc.value)
     assert any(method == "GET" for method, _, _ in fake_hub.requests)
     assert not (models_home / "tiny.Q8_0.gguf").exists()
+    assert assert_kept_aside(exc, models_home).read_bytes() == tiny_model
 
 
 def test_pull_refuses_before_downloading_when_the_hub_size_differs(
@@ -551,9 +636,10 @@ def test_pull_replaces_a_present_file_of_the_wrong_size(
 def test_pull_checks_the_gguf_structure_of_what_arrived(fake_hub: FakeHub, models_home: Path) -> None:
     junk = b"<html>not a model</html>" * 10
     fake_hub.files["tiny.Q8_0.gguf"] = junk
-    with pytest.raises(UserError, match="damaged .*not a GGUF model file"):
+    with pytest.raises(UserError, match="failed the GGUF structure check .*got not a GGUF model file") as exc:
         models.pull("tiny-q8_0", progress=False, catalog=entry_for(junk))
     assert not (models_home / "tiny.Q8_0.gguf").exists()
+    assert assert_kept_aside(exc, models_home).read_bytes() == junk
 
 
 def test_pull_of_a_file_missing_on_the_hub(fake_hub: FakeHub, models_home: Path, tiny_model: bytes) -> None:
@@ -567,3 +653,124 @@ def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
     data = os.urandom(3 * (1 << 20) + 17)
     path.write_bytes(data)
     assert models.sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+# --- pull: what happens to a download that fails a check -------------------------------------------------
+
+
+def assert_kept_aside(exc: pytest.ExceptionInfo[UserError], models_home: Path) -> Path:
+    """The one-line error names where the file was kept and how to download it again; return that file."""
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message.endswith("; run `codecomplete models pull tiny-q8_0` to download it again"), message
+    found = re.search(r"; kept it as (\S+);", message)
+    assert found, message
+    kept = Path(found.group(1))
+    assert kept.parent == models_home / "rejected"
+    assert re.fullmatch(r"tiny\.Q8_0\.gguf\.\d{8}T\d{6}Z(-\d+)?", kept.name), kept.name
+    assert kept.is_file()
+    return kept
+
+
+@pytest.fixture
+def fake_download(models_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """`pull` as if online, with `_download` writing whatever the test puts under the file's name."""
+    served: dict[str, bytes] = {}
+
+    def write(entry: CatalogEntry, endpoint: str, *, progress: bool, force: bool) -> None:
+        (models.models_dir() / entry.file).write_bytes(served[entry.file])
+
+    monkeypatch.setattr(download, "check_reachable", lambda url, timeout=0.0: None)
+    monkeypatch.setattr(download, "_download", write)
+    return served
+
+
+def test_a_download_of_the_wrong_size_is_kept_aside(
+    fake_download: dict[str, bytes], models_home: Path, tiny_model: bytes
+) -> None:
+    fake_download["tiny.Q8_0.gguf"] = tiny_model[:-10]
+    catalog = entry_for(tiny_model)
+    expected = f"failed the size check (expected {len(tiny_model)} bytes, got {len(tiny_model) - 10} bytes)"
+    with pytest.raises(UserError, match=re.escape(expected)) as exc:
+        models.pull("tiny-q8_0", progress=False, catalog=catalog)
+    assert str(exc.value).startswith("downloaded tiny.Q8_0.gguf failed the size check")
+    assert assert_kept_aside(exc, models_home).read_bytes() == tiny_model[:-10]
+    assert not (models_home / "tiny.Q8_0.gguf").exists()
+    with pytest.raises(UserError, match="not downloaded; run: codecomplete models pull tiny-q8_0"):
+        models.resolve_model("tiny-q8_0", catalog=catalog)
+
+
+def test_a_download_with_the_wrong_sha256_is_kept_aside(
+    fake_download: dict[str, bytes], models_home: Path, tiny_model: bytes
+) -> None:
+    fake_download["tiny.Q8_0.gguf"] = tiny_model
+    actual = hashlib.sha256(tiny_model).hexdigest()
+    with pytest.raises(UserError, match=re.escape(f"sha256 check (expected {'f' * 64}, got {actual})")) as exc:
+        models.pull("tiny-q8_0", progress=False, catalog=entry_for(tiny_model, sha256="f" * 64))
+    assert assert_kept_aside(exc, models_home).read_bytes() == tiny_model
+
+
+def test_a_download_that_is_not_a_whole_gguf_is_kept_aside(
+    fake_download: dict[str, bytes], models_home: Path, tiny_model: bytes
+) -> None:
+    cut = tiny_model[: tensor_data_end_of(tiny_model) - 1]  # right size and hash for the catalog, last tensor cut
+    fake_download["tiny.Q8_0.gguf"] = cut
+    expected = "failed the GGUF structure check (expected a complete GGUF model file, got corrupt GGUF model file"
+    with pytest.raises(UserError, match=re.escape(expected)) as exc:
+        models.pull("tiny-q8_0", progress=False, catalog=entry_for(cut))
+    assert "truncated" in str(exc.value)
+    assert str(models_home / "tiny.Q8_0.gguf") not in str(exc.value)  # no stale path: the file has moved
+    assert assert_kept_aside(exc, models_home).read_bytes() == cut
+
+
+def test_a_rejected_file_never_overwrites_an_earlier_one(
+    fake_download: dict[str, bytes], models_home: Path, tiny_model: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(download, "_utc_stamp", lambda: "20250102T030405Z")  # both failures in the same second
+    kept = []
+    for junk in (b"first" * 50, b"second" * 50):
+        fake_download["tiny.Q8_0.gguf"] = junk
+        with pytest.raises(UserError, match="GGUF structure check") as exc:
+            models.pull("tiny-q8_0", progress=False, catalog=entry_for(junk))
+        kept.append(assert_kept_aside(exc, models_home))
+    assert [p.name for p in kept] == ["tiny.Q8_0.gguf.20250102T030405Z", "tiny.Q8_0.gguf.20250102T030405Z-2"]
+    assert [p.read_bytes() for p in kept] == [b"first" * 50, b"second" * 50]
+
+
+def test_a_file_that_cannot_be_kept_aside_is_deleted(
+    fake_download: dict[str, bytes], models_home: Path, tiny_model: bytes
+) -> None:
+    models_home.mkdir()
+    (models_home / "rejected").write_text("a file where the directory should be")
+    fake_download["tiny.Q8_0.gguf"] = tiny_model
+    with pytest.raises(UserError, match=r"sha256 check .*could not keep it aside \(.*\), so it was deleted") as exc:
+        models.pull("tiny-q8_0", progress=False, catalog=entry_for(tiny_model, sha256="f" * 64))
+    assert "\n" not in str(exc.value)
+    # Never left where the next pull (same size) or resolve_model would take it as good.
+    assert not (models_home / "tiny.Q8_0.gguf").exists()
+
+
+def test_an_interrupted_download_is_left_to_huggingface_hub(
+    models_home: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: bytes
+) -> None:
+    """A transfer that breaks off raises from `_download`: its `.incomplete` file stays for the next pull to resume."""
+    partial = models_home / ".cache" / "huggingface" / "download" / "tiny.Q8_0.gguf.0123abcd.incomplete"
+
+    def broken(entry: CatalogEntry, endpoint: str, *, progress: bool, force: bool) -> None:
+        partial.parent.mkdir(parents=True)
+        partial.write_bytes(tiny_model[:100])
+        raise UserError(f"cannot download {entry.repo}/{entry.file} (offline?): connection reset")
+
+    monkeypatch.setattr(download, "check_reachable", lambda url, timeout=0.0: None)
+    monkeypatch.setattr(download, "_download", broken)
+    with pytest.raises(UserError, match="connection reset"):
+        models.pull("tiny-q8_0", progress=False, catalog=entry_for(tiny_model))
+    assert partial.read_bytes() == tiny_model[:100]
+    assert not (models_home / "rejected").exists()
+
+
+def tensor_data_end_of(data: bytes) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.gguf"
+        path.write_bytes(data)
+        return tensor_data_end(path)
