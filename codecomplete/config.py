@@ -28,7 +28,9 @@ FORMATS = ("auto", "psm", "spm", "prefix")
 REMOTE_BACKENDS = ("llama-server", "llama-server-infill", "openai", "ollama")
 FIM_FAMILIES = ("auto", "none", "codellama", "starcoder", "deepseek", "qwen", "codestral")
 # Settings that need the model loaded again when they change; the daemon keeps its own for every editor.
-MODEL_KEYS = ("model", "n_ctx", "n_threads", "n_gpu_layers", "main_gpu", "flash_attn", "backend", "remote_url", "fim")
+MODEL_KEYS = (
+    "model", "n_ctx", "n_threads", "n_gpu_layers", "main_gpu", "flash_attn", "kv_slots", "backend", "remote_url", "fim",
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Settings:
     n_gpu_layers: int | None = None  # None → all layers when llama.cpp has a GPU backend, else 0
     main_gpu: int = 0  # the GPU for the whole model / small tensors when several are present
     flash_attn: bool = False  # llama.cpp's flash attention (CUDA/Metal); off disables nothing on CPU
+    kv_slots: int = 0  # documents whose prompts stay in the KV cache side by side; 0: what 512 MiB hold (1-4)
     postprocess: bool = True
     reuse: bool = True  # KV-cache reuse and cached answers; off = a fresh evaluation per request (baseline)
     kv_shift: bool = False  # also shift moved cached chunks into place (faster, approximate: may change output)

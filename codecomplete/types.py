@@ -139,6 +139,9 @@ class Engine(Tokenizer, Protocol):
         reuse: bool = True,
         shift: bool = False,
         heal: bytes = b"",
-    ) -> Generation: ...
+        key: str | None = None,
+    ) -> Generation:
+        """``key`` names the document, whose KV cache the engine may keep apart from other documents'."""
+        ...
 
     def close(self) -> None: ...

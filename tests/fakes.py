@@ -80,6 +80,7 @@ class FakeEngine:
         reuse: bool = True,
         shift: bool = False,
         heal: bytes = b"",
+        key: str | None = None,
     ) -> Generation:
         prompt = list(prompt)
         if not prompt:

@@ -262,6 +262,7 @@ class Completer:
             reuse=s.reuse,
             shift=s.kv_shift,
             heal=prompt.heal,
+            key=key,
         )
         t3 = time.perf_counter()
         raw = gen.text

@@ -20,4 +20,4 @@ def load_engine(settings: Settings) -> Engine:
 
     path = resolve_model(settings.model)
     return LlamaEngine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads, n_gpu_layers=settings.n_gpu_layers,
-                       main_gpu=settings.main_gpu, flash_attn=settings.flash_attn)
+                       main_gpu=settings.main_gpu, flash_attn=settings.flash_attn, slots=settings.kv_slots or None)

@@ -752,8 +752,10 @@ class RemoteEngine:
         reuse: bool = True,
         shift: bool = False,
         heal: bytes = b"",
+        key: str | None = None,
     ) -> Generation:
-        """Stream a greedy completion of ``prompt``; the same checks and result as ``Engine.generate``.
+        """Stream a greedy completion of ``prompt``; the same checks and result as ``Engine.generate`` (the server
+        keeps its own caches: ``key`` is not used).
 
         ``reuse`` and ``shift`` become llama-server's ``cache_prompt`` and ``n_cache_reuse``; other servers
         manage their caches themselves. ``heal`` is checked rather than enforced (see ``_plan``).
