@@ -1,5 +1,6 @@
 --- End-to-end run against a real server: wait until it is ready, type in a Python buffer, see ghost text,
---- accept it with <Tab>, dismiss the next one with <Esc>, and check that <Tab> without a suggestion indents.
+--- accept it with <Tab>, dismiss the next one with <Esc>, and check that <Tab> without a suggestion indents;
+--- then :CodecompleteStatus and :checkhealth codecomplete (which runs the real `codecomplete doctor`).
 --- Environment: CODECOMPLETE_TEST_CMD (JSON list), CODECOMPLETE_TEST_FILE, CODECOMPLETE_TEST_OUT,
 --- CODECOMPLETE_TEST_TYPE (keys that trigger the first suggestion), CODECOMPLETE_TEST_SETTINGS (JSON object).
 local here = vim.fs.dirname(debug.getinfo(1, "S").source:sub(2))
@@ -7,14 +8,22 @@ vim.opt.runtimepath:prepend(vim.fs.dirname(here))
 local H = dofile(here .. "/harness.lua")
 local obs = H.obs
 
+--- One codecomplete/status answer, asking again when one is not back within 2 s: with --no-daemon the model
+--- loads in the server's process, and llama.cpp's loader silences its stdout meanwhile, answers included.
 local function status()
-  local answer
-  require("codecomplete").status(function(err, result)
-    answer = { err = err, result = result }
-  end)
-  return H.wait_for("codecomplete/status", 40000, function()
-    return answer
-  end)
+  for _ = 1, 20 do
+    local answer
+    require("codecomplete").status(function(err, result)
+      answer = { err = err, result = result }
+    end)
+    answer = H.poll(2000, function()
+      return answer
+    end)
+    if answer then
+      return answer
+    end
+  end
+  error("no answer to codecomplete/status", 0)
 end
 
 vim.lsp.set_log_level("debug") -- the log goes to the test's own directory; its tail is shown when a run fails
@@ -104,4 +113,9 @@ H.run(function()
   H.wait_for("normal mode", 5000, function()
     return vim.api.nvim_get_mode().mode == "n"
   end)
+
+  -- 5. The status report and the health check, from this server.
+  vim.cmd("CodecompleteStatus")
+  obs.report = H.notification("^codecomplete: ready", 10000).msg
+  obs.health = H.checkhealth()
 end, 55000)

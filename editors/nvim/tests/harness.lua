@@ -4,6 +4,7 @@
 local H = {}
 
 H.obs = { notifications = {} }
+H.errors_expected = false -- set by scripts that provoke error messages, so waiting does not stop at them
 
 local out_path = assert(os.getenv("CODECOMPLETE_TEST_OUT"), "CODECOMPLETE_TEST_OUT is not set")
 local resume
@@ -59,7 +60,7 @@ end
 function H.wait_for(what, timeout_ms, cond)
   local deadline = now_ms() + timeout_ms
   while true do
-    for _, n in ipairs(H.obs.notifications) do
+    for _, n in ipairs(H.errors_expected and {} or H.obs.notifications) do
       if n.level >= vim.log.levels.ERROR then -- e.g. the server quit: waiting longer cannot help
         error(("error while waiting for %s: %s"):format(what, n.msg), 0)
       end
@@ -121,6 +122,25 @@ function H.snapshot(bufnr)
     mode = vim.api.nvim_get_mode().mode,
     tick = vim.b[bufnr].changedtick,
   }
+end
+
+--- The lines of the `:checkhealth codecomplete` report; its tab is closed again.
+function H.checkhealth()
+  vim.cmd("silent checkhealth codecomplete") -- silent: "Running healthchecks..." would go to stderr
+  local lines = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+  vim.cmd("bwipeout!")
+  return lines
+end
+
+--- The first notification whose message matches the Lua pattern, waiting for it.
+function H.notification(pattern, timeout_ms)
+  return H.wait_for("a notification matching " .. pattern, timeout_ms or 3000, function()
+    for _, n in ipairs(H.obs.notifications) do
+      if n.msg:find(pattern) then
+        return n
+      end
+    end
+  end)
 end
 
 --- Type keys as a user would (processed by the main loop once the test body yields).

@@ -1,64 +1,13 @@
 --- Plugin behaviour that a real model cannot be steered into on cue (answers arriving late, ranges, partial
---- accepts), driven by an in-process scripted server: it records every request and answers only when the
---- script says so. It negotiates utf-16 so range and position conversion is exercised.
+--- accepts), driven by an in-process scripted server (scripted_server.lua): it records every request and answers
+--- only when the script says so. It negotiates utf-16 so range and position conversion is exercised.
 --- Environment: CODECOMPLETE_TEST_OUT.
 local here = vim.fs.dirname(debug.getinfo(1, "S").source:sub(2))
 vim.opt.runtimepath:prepend(vim.fs.dirname(here))
 local H = dofile(here .. "/harness.lua")
 local obs = H.obs
 
-local server = { requests = {}, cancels = {} }
-
---- vim.lsp.rpc.PublicClient for an in-process server.
-local function scripted_server(dispatchers)
-  local next_id, closing = 0, false
-  local rpc = {}
-  function rpc.request(method, params, callback, notify_reply)
-    next_id = next_id + 1
-    local id = next_id
-    local function reply(err, result)
-      vim.schedule(function()
-        if notify_reply then
-          notify_reply(id)
-        end
-        callback(err, result)
-      end)
-    end
-    if method == "initialize" then
-      server.init_params = params
-      reply(nil, { capabilities = {
-        positionEncoding = "utf-16",
-        textDocumentSync = 1,
-        inlineCompletionProvider = true,
-      } })
-    elseif method == "textDocument/inlineCompletion" then
-      table.insert(server.requests, { id = id, params = params, reply = reply })
-    elseif method == "codecomplete/status" then
-      reply(nil, { state = "ready", model = "scripted" })
-    else
-      reply(nil, vim.NIL)
-    end
-    return true, id
-  end
-  function rpc.notify(method, params)
-    if method == "$/cancelRequest" then
-      table.insert(server.cancels, params.id)
-    elseif method == "workspace/didChangeConfiguration" then
-      server.changed_settings = params.settings
-    elseif method == "exit" then
-      closing = true
-      dispatchers.on_exit(0, 0)
-    end
-    return true
-  end
-  function rpc.is_closing()
-    return closing
-  end
-  function rpc.terminate()
-    closing = true
-  end
-  return rpc
-end
+local server, scripted_server = dofile(here .. "/scripted_server.lua").new()
 
 local buf
 
@@ -133,6 +82,14 @@ H.run(function()
   obs.init_options = server.init_params.initializationOptions
   obs.offered_encodings = server.init_params.capabilities.general.positionEncodings
   obs.client_inline_capability = server.init_params.capabilities.textDocument.inlineCompletion ~= nil
+  -- The model is ready, and the plugin knows it: no request below is asked again for a model that was loading.
+  local known
+  codecomplete.status(function(_, result)
+    known = result
+  end)
+  H.wait_for("the status", 3000, function()
+    return known
+  end)
 
   -- Typing while a request is in flight cancels it; its late answer is ignored; the new one is shown.
   reset({ "x = " }, 0, 3)
@@ -283,12 +240,12 @@ H.run(function()
   end)
   obs.plain_keys.lines = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
 
-  -- :CodecompleteStatus shows the server's answer.
+  -- :CodecompleteStatus reports the server's answer; this one has none of the newer fields.
   H.type("<Esc>")
   vim.cmd("CodecompleteStatus")
   obs.status_message = H.wait_for("the status message", 3000, function()
     for _, n in ipairs(obs.notifications) do
-      if n.msg:find("state: ready", 1, true) then
+      if n.msg:find("^codecomplete: ready") then
         return n.msg
       end
     end

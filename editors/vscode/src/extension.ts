@@ -16,26 +16,25 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     status,
     vscode.commands.registerCommand(TOGGLE_COMMAND, async () => {
       await toggleEnabled();
-      await status.refresh();
+      // The settings listener tells the server and reads its status; the item follows the setting at once.
+      status.redraw();
     }),
-    vscode.commands.registerCommand(RESTART_COMMAND, async () => {
-      await active.restart();
-      await status.refresh();
-    }),
+    vscode.commands.registerCommand(RESTART_COMMAND, () => active.restart()),
     vscode.workspace.onDidChangeConfiguration(async (event) => {
-      if (event.affectsConfiguration(`${SECTION}.serverPath`)) {
-        await active.restart();
-      } else if (event.affectsConfiguration(SECTION)) {
-        await active.sendSettings();
-      } else {
+      if (!event.affectsConfiguration(SECTION)) {
         return;
       }
-      await status.refresh();
+      if (event.affectsConfiguration(`${SECTION}.serverPath`) || active.failed) {
+        // A new executable, or another try for one that did not start (PATH or the file may be fixed now).
+        await active.restart();
+      } else {
+        await active.sendSettings();
+        await status.refresh();
+      }
     }),
   );
+  // The status is read once the client runs (StatusBar follows the client's state).
   await active.start();
-  await status.refresh();
-  status.startPolling();
 }
 
 /** VS Code awaits this, so the server gets a clean shutdown/exit rather than a killed pipe. */

@@ -4,34 +4,48 @@
  * Only settings the user actually set are sent; the rest go as `null`, which the server reads as "leave as is",
  * so values from codecomplete's own config file (shared with the CLI) are not masked by VS Code's defaults.
  */
+import { homedir } from "node:os";
+import { join } from "node:path";
 import * as vscode from "vscode";
 
 export const SECTION = "codecomplete";
 
-/** Keys the server understands; `serverPath` is the extension's own and the server rejects unknown keys. */
+/**
+ * Keys the server understands (its `Settings` fields, camelCase; tests/test_settings_sources.py keeps this list,
+ * package.json and the server in step); `serverPath` is the extension's own and the server rejects unknown keys.
+ */
 export const SERVER_KEYS = [
   "model",
   "format",
   "maxTokens",
+  "maxTokensSingleLine",
   "tokenBudget",
   "timeBudgetMs",
+  "nCtx",
+  "nThreads",
   "nGpuLayers",
-  "languages",
+  "mainGpu",
+  "flashAttn",
+  "kvSlots",
+  "postprocess",
+  "reuse",
+  "kvShift",
+  "prefetch",
   "enabled",
+  "backend",
+  "remoteUrl",
+  "fim",
+  "languages",
+  "repoContext",
+  "repoContextBudget",
+  "repoInclude",
+  "repoExclude",
 ] as const;
 
 export type ServerKey = (typeof SERVER_KEYS)[number];
 
-export interface ServerSettings {
-  model: string | null;
-  format: "auto" | "psm" | "spm" | "prefix" | null;
-  maxTokens: number | null;
-  tokenBudget: number | null;
-  timeBudgetMs: number | null;
-  nGpuLayers: number | null;
-  languages: Record<string, boolean> | null;
-  enabled: boolean | null;
-}
+/** What is sent for each key: the user's value, or `null` where the user left the default. */
+export type ServerSettings = Record<ServerKey, unknown>;
 
 function configuration(): vscode.WorkspaceConfiguration {
   return vscode.workspace.getConfiguration(SECTION);
@@ -58,8 +72,10 @@ export function configurationChangeParams(settings: ServerSettings = serverSetti
   return { settings: { codecomplete: settings } };
 }
 
+/** The executable to start; a leading `~/` is the user's home directory (spawn() would not expand it). */
 export function serverPath(config: vscode.WorkspaceConfiguration = configuration()): string {
-  return config.get<string>("serverPath")?.trim() || "codecomplete";
+  const path = config.get<string>("serverPath")?.trim() || "codecomplete";
+  return /^~[\\/]/.test(path) ? join(homedir(), path.slice(2)) : path;
 }
 
 export function isEnabled(config: vscode.WorkspaceConfiguration = configuration()): boolean {

@@ -2,6 +2,8 @@
 local M = {}
 
 M.name = "codecomplete"
+M.STATUS_METHOD = "codecomplete/status"
+M.STATUS_CHANGED = "codecomplete/statusChanged"
 
 local has_011 = vim.fn.has("nvim-0.11") == 1
 
@@ -18,8 +20,17 @@ local function reuse_client(client, config)
   return client.name == config.name
 end
 
+---@class codecomplete.ClientHooks
+---@field on_attach fun(bufnr: integer, client: vim.lsp.Client)
+---@field on_status_changed fun(client_id: integer, params: table|nil) codecomplete/statusChanged
+---@field on_exit fun(client_id: integer, code: integer, signal: integer, initialized: boolean)
+
+--- Clients that got through initialize: an exit before that is a server that could not start.
+local initialized = {}
+
 ---@param cfg codecomplete.Config
-local function lsp_config(cfg)
+---@param hooks codecomplete.ClientHooks
+local function lsp_config(cfg, hooks)
   return {
     name = M.name,
     cmd = cfg.cmd,
@@ -29,24 +40,70 @@ local function lsp_config(cfg)
     -- An empty Lua table would be sent as a JSON array.
     init_options = next(cfg.settings) and cfg.settings or nil,
     capabilities = { textDocument = { inlineCompletion = { dynamicRegistration = false } } },
+    handlers = {
+      [M.STATUS_CHANGED] = function(_, params, ctx)
+        hooks.on_status_changed(ctx.client_id, params)
+      end,
+    },
+    on_init = function(client)
+      initialized[client.id] = true
+    end,
+    on_exit = function(code, signal, client_id)
+      local was_initialized = initialized[client_id] == true
+      initialized[client_id] = nil
+      vim.schedule(function()
+        hooks.on_exit(client_id, code, signal, was_initialized)
+      end)
+    end,
   }
+end
+
+--- What is wrong with `cmd` when its program cannot be run, or nil (also for a function: only Neovim can try it).
+---@param cmd string[]|function
+---@return string|nil
+function M.cmd_missing(cmd)
+  if type(cmd) ~= "table" or vim.fn.executable(cmd[1]) == 1 then
+    return nil
+  end
+  local tried = cmd[1]
+  return tried:find("/", 1, true) and ("%s is not an executable file"):format(tried)
+    or ("%q is not on $PATH"):format(tried)
+end
+
+M.CMD_FIX = 'give its full path: require("codecomplete").setup({ cmd = { "/path/to/codecomplete", "lsp" } })'
+
+--- The message for a `cmd` that cannot be run, or nil.
+---@param cmd string[]|function
+---@return string|nil
+function M.cmd_problem(cmd)
+  local missing = M.cmd_missing(cmd)
+  return missing and ("cannot start the language server: %s. Install codecomplete so that it is on $PATH, or %s")
+    :format(missing, M.CMD_FIX)
+end
+
+--- Stop starting the server for new buffers (after a setup() whose command cannot run).
+function M.stop_enabling()
+  pcall(vim.api.nvim_del_augroup_by_name, "codecomplete.client")
+  if vim.lsp.enable and vim.lsp.config and vim.lsp.is_enabled and vim.lsp.is_enabled(M.name) then
+    vim.lsp.enable(M.name, false)
+  end
 end
 
 --- Start the server for matching buffers (vim.lsp.config/enable on 0.11+, vim.lsp.start before).
 ---@param cfg codecomplete.Config
----@param on_attach fun(bufnr: integer, client: vim.lsp.Client)
-function M.start(cfg, on_attach)
+---@param hooks codecomplete.ClientHooks
+function M.start(cfg, hooks)
   local group = vim.api.nvim_create_augroup("codecomplete.client", { clear = true })
   vim.api.nvim_create_autocmd("LspAttach", {
     group = group,
     callback = function(args)
       local client = vim.lsp.get_client_by_id(args.data.client_id)
       if client and client.name == M.name then
-        on_attach(args.buf, client)
+        hooks.on_attach(args.buf, client)
       end
     end,
   })
-  local config = lsp_config(cfg)
+  local config = lsp_config(cfg, hooks)
   if vim.lsp.config and vim.lsp.enable then
     vim.lsp.config[M.name] = config -- assignment replaces any earlier setup() instead of merging into it
     vim.lsp.enable(M.name)
@@ -101,7 +158,22 @@ end
 ---@param client vim.lsp.Client
 ---@param handler fun(err: table|nil, result: any)
 function M.status(client, handler)
-  call(client, "request", "codecomplete/status", vim.empty_dict(), handler)
+  call(client, "request", M.STATUS_METHOD, vim.empty_dict(), handler)
+end
+
+--- The status, waiting for it (for :checkhealth, which reports synchronously).
+---@param client vim.lsp.Client
+---@param timeout_ms integer
+---@return table|nil result, string|nil error
+function M.status_sync(client, timeout_ms)
+  local answer, err = call(client, "request_sync", M.STATUS_METHOD, vim.empty_dict(), timeout_ms)
+  if not answer then
+    return nil, err or "no answer"
+  end
+  if answer.err then
+    return nil, tostring(answer.err.message or answer.err)
+  end
+  return answer.result, nil
 end
 
 --- Send changed settings to a running server (the ones at start went as initializationOptions).

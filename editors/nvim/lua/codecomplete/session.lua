@@ -14,6 +14,11 @@ M.TRIGGER_AUTOMATIC = 2
 
 local CANCELLED = { [-32800] = true, [-32801] = true } -- RequestCancelled, ContentModified
 
+--- Called when a request is sent and when it is answered with nothing (set by init: the model may still be loading,
+--- and the plugin must learn when it is ready to ask again).
+---@type fun(client: vim.lsp.Client)
+M.on_request = function(_) end
+
 ---@class codecomplete.BufState
 ---@field client_id integer
 ---@field gen integer
@@ -94,8 +99,12 @@ local function to_range(bufnr, range, encoding)
   }
 end
 
+local function items_of(result)
+  return type(result) == "table" and (result.items or result) or {}
+end
+
 local function on_result(bufnr, st, client, result)
-  local items = type(result) == "table" and (result.items or result) or {}
+  local items = items_of(result)
   local cursor = cursor_pos()
   for _, item in ipairs(items) do
     if type(item.insertText) == "string" then
@@ -132,11 +141,32 @@ function M.request(bufnr, trigger_kind)
       report_error(err)
       return
     end
+    if #items_of(result) == 0 then
+      M.on_request(client)
+    end
     local current = vim.api.nvim_get_current_buf() == bufnr and in_insert_mode()
     if current and vim.b[bufnr].changedtick == tick and same_pos(cursor_pos(), cursor) then
       on_result(bufnr, st, client, result)
     end
   end)
+  if st.request_id then
+    M.on_request(client)
+  end
+end
+
+--- The model just became ready: ask again at the cursor unless a suggestion is shown or about to be asked for.
+--- What was asked while it loaded was answered empty; a request still in flight was sent before the server said
+--- "ready", so it is replaced too (its answer may be empty, or lost: a server loading the model in its own
+--- process can lose what it writes meanwhile).
+---@param bufnr integer
+function M.retry(bufnr)
+  local st = states[bufnr]
+  if not st or st.sugg or not enabled or vim.api.nvim_get_current_buf() ~= bufnr or not in_insert_mode() then
+    return
+  end
+  if st.request_id or not st.timer:is_active() then
+    M.request(bufnr, M.TRIGGER_AUTOMATIC) -- cancels the one in flight
+  end
 end
 
 local function schedule_request(bufnr, st)
@@ -206,14 +236,7 @@ function M.accept(bufnr, unit)
   return true
 end
 
----@param bufnr integer
----@param client vim.lsp.Client
-function M.attach(bufnr, client)
-  if states[bufnr] then
-    states[bufnr].client_id = client.id
-    return
-  end
-  states[bufnr] = { client_id = client.id, gen = 0, timer = assert((vim.uv or vim.loop).new_timer()) }
+local function add_autocmds(bufnr)
   local group = vim.api.nvim_create_augroup("codecomplete.buf." .. bufnr, { clear = true })
   local function on(events, fn)
     vim.api.nvim_create_autocmd(events, { group = group, buffer = bufnr, callback = function()
@@ -228,6 +251,23 @@ function M.attach(bufnr, client)
       M.dismiss(bufnr)
     end
   end)
+end
+
+---@param bufnr integer
+---@param client vim.lsp.Client
+function M.attach(bufnr, client)
+  local st = states[bufnr]
+  if st then
+    st.client_id = client.id
+  else
+    st = { client_id = client.id, gen = 0, timer = assert((vim.uv or vim.loop).new_timer()) }
+    states[bufnr] = st
+    add_autocmds(bufnr)
+  end
+  -- Keys typed before the server answered initialize made no request: ask now for where they left the cursor.
+  if enabled and not st.sugg and vim.api.nvim_get_current_buf() == bufnr and in_insert_mode() then
+    schedule_request(bufnr, st)
+  end
 end
 
 ---@param bufnr integer

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
+import { homedir } from "node:os";
+import { join } from "node:path";
 import { beforeEach, test } from "node:test";
 import { configurationChangeParams, SERVER_KEYS, serverPath, serverSettings, toggleEnabled } from "../settings";
 import * as mock from "./vscodeMock";
+import { userSet } from "./expected";
 
 beforeEach(() => mock.reset());
 
@@ -21,16 +24,7 @@ test("settings the user set are sent with their values, and serverPath never is"
   mock.state.global.set("codecomplete.serverPath", "/opt/cc/bin/codecomplete");
   mock.state.workspace.set("codecomplete.format", "spm");
   mock.state.workspace.set("codecomplete.maxTokens", 32);
-  assert.deepEqual(serverSettings(), {
-    model: "/models/codellama-7b.Q4_K_M.gguf",
-    format: "spm",
-    maxTokens: 32,
-    tokenBudget: null,
-    timeBudgetMs: null,
-    nGpuLayers: null,
-    languages: { markdown: false },
-    enabled: null,
-  });
+  assert.deepEqual(serverSettings(), userSet({ model: "/models/codellama-7b.Q4_K_M.gguf", format: "spm", maxTokens: 32, languages: { markdown: false } }));
   assert.equal(serverPath(), "/opt/cc/bin/codecomplete");
 });
 
@@ -67,4 +61,16 @@ test("toggle writes to the workspace when the workspace overrides enabled", asyn
   assert.equal(await toggleEnabled(), true);
   assert.equal(mock.state.workspace.get("codecomplete.enabled"), true);
   assert.equal(mock.state.global.get("codecomplete.enabled"), true);
+});
+
+test("serverPath is a machine setting: a workspace cannot point it at an executable of its own", () => {
+  mock.state.workspace.set("codecomplete.serverPath", "./evil");
+  assert.equal(serverPath(), "codecomplete");
+  mock.state.global.set("codecomplete.serverPath", "/opt/cc/bin/codecomplete");
+  assert.equal(serverPath(), "/opt/cc/bin/codecomplete");
+});
+
+test("a serverPath under ~/ is taken from the home directory", () => {
+  mock.state.global.set("codecomplete.serverPath", "~/.local/bin/codecomplete");
+  assert.equal(serverPath(), join(homedir(), ".local/bin/codecomplete"));
 });

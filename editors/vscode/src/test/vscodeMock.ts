@@ -10,6 +10,7 @@ type Listener<T> = (event: T) => unknown;
 
 interface Contributed {
   default?: unknown;
+  scope?: string;
 }
 
 const manifest = JSON.parse(readFileSync(join(__dirname, "..", "..", "package.json"), "utf8"));
@@ -115,7 +116,8 @@ export class Uri {
   }
 }
 
-export const env = { appName: "VS Code (mock)", language: "en" };
+/** `remoteName` is set in a remote window (SSH, containers, WSL, code-server). */
+export const env = { appName: "VS Code (mock)", language: "en", remoteName: undefined as string | undefined };
 
 export class ThemeColor {
   constructor(readonly id: string) {}
@@ -182,6 +184,10 @@ export const state = {
   /** Inline completion providers registered (by the real language client), with their document selectors. */
   inlineProviders: [] as { selector: unknown; provider: { provideInlineCompletionItems: Function } }[],
   messages: [] as string[],
+  /** Commands executed through `vscode.commands.executeCommand`, with their arguments. */
+  executed: [] as { id: string; args: unknown[] }[],
+  /** The answer the user gives to the next message shown (a button's title), if any. */
+  messageChoice: undefined as string | undefined,
 };
 
 export function reset(): void {
@@ -194,6 +200,10 @@ export function reset(): void {
   state.outputChannels.length = 0;
   state.inlineProviders.length = 0;
   state.messages.length = 0;
+  state.executed.length = 0;
+  state.messageChoice = undefined;
+  window.activeTextEditor = undefined;
+  env.remoteName = undefined;
 }
 
 /** Change settings the way a user editing settings.json does: write, then notify listeners. */
@@ -225,12 +235,22 @@ function noEvent(): Disposable {
   return new Disposable(() => undefined);
 }
 
+/** Settings of these scopes are read from the user (or remote) settings only, as VS Code does. */
+const USER_ONLY_SCOPES = new Set(["application", "machine"]);
+
+function workspaceValue(name: string): unknown {
+  return USER_ONLY_SCOPES.has(contributed[name]?.scope ?? "") ? undefined : state.workspace.get(name);
+}
+
 function configuration(section: string) {
   const full = (key: string) => (section ? `${section}.${key}` : key);
   return {
     get<T>(key: string, fallback?: T): T | undefined {
       const name = full(key);
-      for (const store of [state.workspace, state.global]) {
+      if (workspaceValue(name) !== undefined) {
+        return workspaceValue(name) as T;
+      }
+      for (const store of [state.global]) {
         if (store.has(name)) {
           return store.get(name) as T;
         }
@@ -248,7 +268,7 @@ function configuration(section: string) {
         key: name,
         defaultValue: contributed[name]?.default as T | undefined,
         globalValue: state.global.get(name) as T | undefined,
-        workspaceValue: state.workspace.get(name) as T | undefined,
+        workspaceValue: workspaceValue(name) as T | undefined,
         workspaceFolderValue: undefined,
       };
     },
@@ -299,12 +319,16 @@ export const languages = {
   },
 };
 
-function showMessage(message: string): Promise<undefined> {
+function showMessage(message: string, ...items: string[]): Promise<string | undefined> {
   state.messages.push(message);
-  return Promise.resolve(undefined);
+  const choice = state.messageChoice;
+  state.messageChoice = undefined;
+  return Promise.resolve(choice !== undefined && items.includes(choice) ? choice : undefined);
 }
 
 export const window = {
+  /** The focused editor; tests set it to stand for an open file. */
+  activeTextEditor: undefined as unknown,
   showErrorMessage: showMessage,
   showWarningMessage: showMessage,
   showInformationMessage: showMessage,
@@ -335,6 +359,13 @@ export const window = {
   },
 };
 
+/** VS Code's own commands the extension runs; executing them here only records them. */
+const BUILT_IN_COMMANDS = new Set([
+  "editor.action.inlineSuggest.trigger",
+  "workbench.action.openSettings",
+  "workbench.action.openRemoteSettings",
+]);
+
 export const commands = {
   registerCommand(id: string, handler: (...args: unknown[]) => unknown): Disposable {
     if (state.commands.has(id)) {
@@ -344,8 +375,12 @@ export const commands = {
     return new Disposable(() => state.commands.delete(id));
   },
   async executeCommand(id: string, ...args: unknown[]): Promise<unknown> {
+    state.executed.push({ id, args });
     const handler = state.commands.get(id);
     if (handler === undefined) {
+      if (BUILT_IN_COMMANDS.has(id)) {
+        return undefined;
+      }
       throw new Error(`command ${id} not found`);
     }
     return handler(...args);
