@@ -48,6 +48,7 @@ class Settings:
     flash_attn: bool = False  # llama.cpp's flash attention (CUDA/Metal); off disables nothing on CPU
     kv_slots: int = 0  # documents whose prompts stay in the KV cache side by side; 0: what 512 MiB hold (1-4)
     postprocess: bool = True
+    postprocess_skip: list[str] = field(default_factory=list)  # post-processing rules left out (names: eval --ablate)
     reuse: bool = True  # KV-cache reuse and cached answers; off = a fresh evaluation per request (baseline)
     kv_shift: bool = False  # also shift moved cached chunks into place (faster, approximate: may change output)
     prefetch: bool = True  # after a suggestion, compute the next one for where accepting it leaves the cursor
@@ -121,9 +122,9 @@ def _check_type(key: str, value: Any) -> Any:
         if value not in FIM_FAMILIES:
             raise UserError(f"setting fim must be one of {', '.join(FIM_FAMILIES)}, got {value!r}")
         return value
-    if key in ("repo_include", "repo_exclude"):
+    if key in ("repo_include", "repo_exclude", "postprocess_skip"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise UserError(f"setting {key} must be a list of glob strings")
+            raise UserError(f"setting {key} must be a list of strings")
         return list(value)
     if key == "languages":
         if not isinstance(value, Mapping) or not all(isinstance(v, bool) for v in value.values()):

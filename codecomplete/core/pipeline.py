@@ -252,7 +252,8 @@ class Completer:
         prompt = with_token_healing(self.tok, prompt)
         t2 = time.perf_counter()
         multiline = ctx.situation.multiline
-        stop = (lambda so_far: postprocess_mod.stop_reason(so_far, ctx)) if s.postprocess else None
+        skip = postprocess_mod.check_rules(s.postprocess_skip)
+        stop = (lambda so_far: postprocess_mod.stop_reason(so_far, ctx, skip)) if s.postprocess else None
         gen = engine.generate(
             prompt.token_ids,
             max_tokens=s.max_tokens if multiline else s.max_tokens_single_line,
@@ -268,7 +269,7 @@ class Completer:
         raw = gen.text
         if gen.stop_reason.cut_short:  # out of budget mid-line: only complete lines are worth showing
             raw = raw[: raw.rindex("\n")] if "\n" in raw else ""
-        final, cut = postprocess_mod.postprocess(raw, ctx) if s.postprocess else (raw, None)
+        final, cut = postprocess_mod.postprocess(raw, ctx, skip) if s.postprocess else (raw, None)
         t4 = time.perf_counter()
         return Completion(
             suggestion=final,

@@ -28,7 +28,8 @@ PREFETCH_DELAY_S = 0.15
 
 def _salt(s: Settings) -> str:
     """What besides the text decides a suggestion: cached answers are only valid for the same settings."""
-    return repr((s.model, s.format, s.max_tokens, s.max_tokens_single_line, s.token_budget, s.postprocess))
+    return repr((s.model, s.format, s.max_tokens, s.max_tokens_single_line, s.token_budget, s.postprocess,
+                 s.postprocess_skip))
 
 
 @dataclass

@@ -28,6 +28,7 @@ export const SERVER_KEYS = [
   "flashAttn",
   "kvSlots",
   "postprocess",
+  "postprocessSkip",
   "reuse",
   "kvShift",
   "prefetch",
