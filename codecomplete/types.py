@@ -22,11 +22,13 @@ class StopReason(str, Enum):
     MAX_TOKENS = "max_tokens"
     TIME_BUDGET = "time_budget"
     CANCELLED = "cancelled"
+    EMPTY_PROMPT = "empty_prompt"  # nothing before or around the cursor to complete from: no suggestion
     # post-processing (see core.postprocess) ended the text
     SINGLE_LINE = "single_line"  # one line where the situation asks for one
     BLOCK_END = "block_end"  # the block the cursor is in ends (dedent, or a closer the suffix has)
     SUFFIX_OVERLAP = "suffix_overlap"  # what follows is already in the suffix
     REPETITION = "repetition"
+    SYNTAX = "syntax"  # cut where inserting more would add syntax errors around the cursor
     # answered without the model
     TYPING_THROUGH = "typing_through"
     LRU = "lru"
@@ -142,6 +144,14 @@ class Engine(Tokenizer, Protocol):
         key: str | None = None,
     ) -> Generation:
         """``key`` names the document, whose KV cache the engine may keep apart from other documents'."""
+        ...
+
+    def reusable(self, prompt: Sequence[int], key: str | None = None) -> int:
+        """How many of ``prompt``'s leading tokens document ``key``'s KV cache would serve without evaluation."""
+        ...
+
+    def adopt(self, source: str, target: str) -> None:
+        """What is cached under ``source`` is ``target``'s from now on (``target``'s own cache is dropped)."""
         ...
 
     def close(self) -> None: ...

@@ -11,6 +11,7 @@ import pytest
 
 from codecomplete.core.context import Context, Situation
 from codecomplete.core.postprocess import RULES, postprocess, stop_reason
+from codecomplete.core.syntaxcheck import added_errors
 from codecomplete.errors import UserError
 
 CURSOR = "█"
@@ -58,6 +59,7 @@ class Case:
     expected: str
     reason: str | None
     options: dict[str, Any] = field(default_factory=dict)
+    cut_short: bool = False  # the engine stopped at its token limit or time budget, mid-line
 
     def ctx(self) -> Context:
         return make_ctx(self.source, self.language, **self.options)
@@ -69,6 +71,13 @@ SINGLE_VS_MULTI = [
     Case("py-single-cut", "python", "x = █\n", "compute(a, b)\nprint(x)\n", "compute(a, b)", "single_line", SINGLE),
     Case("py-single-leading-newline", "python", "def f():█\n", "\n    return 1\n", "", "single_line", SINGLE),
     Case("py-single-no-newline", "python", "x = █\n", "compute(a, b)", "compute(a, b)", None, SINGLE),
+    # At the end of a line already written the suggestion is the next line, shown under it.
+    Case("py-next-line-after-a-written-one", "python", "x = compute(a, b)█\n", "\nprint(x)\nfoo()\n",
+         "\nprint(x)", "single_line", SINGLE),
+    Case("js-next-line-after-a-written-one", "javascript", "  const x = 1;█\n", "\n  const y = x + 1;\n  z();",
+         "\n  const y = x + 1;", "single_line", SINGLE),
+    Case("py-no-next-line-after-a-dangling-operator", "python", "x = a +█\n", "\n    b\n", "", "single_line",
+         SINGLE),
     Case(
         "py-multi-kept",
         "python",
@@ -584,11 +593,481 @@ REPETITION = [
     ),
 ]
 
-ALL_CASES = SINGLE_VS_MULTI + BLOCK_END + SUFFIX_OVERLAP + TRAILING_WHITESPACE + REPETITION
+CUT = {"cut_short": True}
+
+# The issue: "Answers cut by the token or time limit are shown as they are: a dangling `+`, a dangling `=`,
+# `} else {`, a half-written identifier." Back to the last complete line, then to the last complete statement.
+CUT_SHORT = [
+    Case(
+        "py-cut-partial-line-dropped",
+        "python",
+        "def area(r):\n    █\n",
+        "pi = 3.14159\n    return pi * r *",
+        "pi = 3.14159",
+        None,
+        **CUT,
+    ),
+    Case(
+        "py-cut-open-paren-back-to-statement",
+        "python",
+        "def total(items, first, second):\n    █\n",
+        "count = len(items)\n    result = (first +\n              second +\n              thi",
+        "count = len(items)",
+        None,
+        **CUT,
+    ),
+    Case(
+        "py-cut-block-opener-without-body",
+        "python",
+        "def check(items, limit):\n    total = 0\n    █\n",
+        "for item in items:\n        total += item\n    if total > limit:\n        ret",
+        "for item in items:\n        total += item",
+        None,
+        **CUT,
+    ),
+    Case(
+        "py-cut-star-import-is-complete",
+        "python",
+        "import os\n█\n",
+        "from os.path import *\nfrom sys import *\nimp",
+        "from os.path import *\nfrom sys import *",
+        None,
+        **CUT,
+    ),
+    Case(
+        "py-cut-docstring-prose-is-not-code",
+        "python",
+        'def f(text):\n    """█\n    """\n',
+        "Split the text into words.\n    Each word is a chunk; a chunk of whitespace is kept as it is.\n    Hyphen",
+        "Split the text into words.\n    Each word is a chunk; a chunk of whitespace is kept as it is.",
+        None,
+        {"in_string": True},
+        True,
+    ),
+    Case("py-cut-half-identifier", "python", "def f(result):\n    return █\n", "resu", "", None, SINGLE, True),
+    Case("py-cut-open-call-on-cursor-line", "python", "x = █\n", "compute(a, b", "", None, SINGLE, True),
+    Case("py-cut-call-ends-cleanly", "python", "x = █\n", "compute(a, b)", "compute(a, b)", None, SINGLE, True),
+    Case(
+        "js-cut-else-keeps-the-closed-if",
+        "javascript",
+        "function sign(x) {\n  █\n}\n",
+        "if (x > 0) {\n    return 1;\n  } else {\n    retu",
+        "if (x > 0) {\n    return 1;\n  }",
+        None,
+        **CUT,
+    ),
+    Case(
+        "js-cut-dangling-assignment",
+        "javascript",
+        "function f(items) {\n  █\n}\n",
+        "const a = 1;\n  const total =\n    ite",
+        "const a = 1;",
+        None,
+        **CUT,
+    ),
+    Case(
+        "js-cut-dangling-plus",
+        "javascript",
+        "function f(a, b) {\n  █\n}\n",
+        "const sum = a + b;\n  const label = 'sum: ' +\n    su",
+        "const sum = a + b;",
+        None,
+        **CUT,
+    ),
+    Case(
+        "js-cut-open-object-argument",
+        "javascript",
+        "function draw(el) {\n  █\n}\n",
+        "render(el, {\n    width: 10,\n    hei",
+        "",
+        None,
+        **CUT,
+    ),
+    Case("js-cut-half-identifier", "javascript", "const n = █;\n", "items.len", "", None, SINGLE, True),
+    Case("js-cut-statement-ends-cleanly", "javascript", "function f() {\n  █\n}\n", "return total;", "return total;",
+         None, **CUT),
+    Case(
+        "js-cut-unterminated-doc-comment",
+        "javascript",
+        "class A {\n  █\n}\n",
+        "/**\n   * Returns the sum.\n   * @param",
+        "",
+        None,
+        **CUT,
+    ),
+    Case(
+        "go-cut-open-if-back-before-it",
+        "go",
+        "func f() error {\n\t█\n}\n",
+        'x, err := load()\n\tif err != nil {\n\t\treturn fmt.Errorf("load: %w",\n\t\t\terr',
+        "x, err := load()",
+        None,
+        **CUT,
+    ),
+    Case("go-cut-open-call", "go", "func f(xs []int) {\n\tn := █\n}\n", "len(xs", "", None, SINGLE, True),
+    Case("go-cut-call-ends-cleanly", "go", "func f(xs []int) {\n\tn := █\n}\n", "len(xs)", "len(xs)", None,
+         SINGLE, True),
+    Case(
+        "go-cut-dangling-and",
+        "go",
+        "func ok(a, b bool) bool {\n\t█\n}\n",
+        "if a {\n\t\treturn true\n\t}\n\treturn a &&\n\t\tb",
+        "if a {\n\t\treturn true\n\t}",
+        None,
+        **CUT,
+    ),
+    Case(
+        "c-cut-dangling-minus",
+        "c",
+        "void reset(struct input *in) {\n    █\n}\n",
+        "close(in->fd);\n    in->fd = -1;\n    in->len = in->cap -\n        in",
+        "close(in->fd);\n    in->fd = -1;",
+        None,
+        **CUT,
+    ),
+    Case(
+        "c-cut-else-brace",
+        "c",
+        "int sign(int x) {\n    █\n}\n",
+        "if (x > 0) {\n        return 1;\n    } else {\n        return -",
+        "if (x > 0) {\n        return 1;\n    }",
+        None,
+        **CUT,
+    ),
+    # Where a line rule ended the suggestion, the code had ended before the engine stopped.
+    Case(
+        "go-cut-after-a-rule-cut",
+        "go",
+        "func f() error {\n\tif err != nil {█\n\t}\n\treturn nil\n}\n",
+        "\n\t\treturn err\n\t}\n\treturn ni",
+        "\n\t\treturn err",
+        "block_end",
+        **CUT,
+    ),
+]
+
+# The issue: "Never show broken code." A suggestion that adds syntax errors around the cursor is trimmed to
+# its longest harmless start at a line end (or after a `;` on its first line), or dropped.
+SYNTAX = [
+    Case(
+        "py-syntax-trims-broken-last-line",
+        "python",
+        "def mean(xs):\n    █\n",
+        "total = sum(xs)\n    return total / len(xs))",
+        "total = sum(xs)",
+        "syntax",  # the extra `)` ends the block for the lexical rules; the re-parse drops its line
+    ),
+    Case(
+        "py-syntax-keeps-valid-code",
+        "python",
+        "def mean(xs):\n    █\n",
+        "total = sum(xs)\n    return total / len(xs)",
+        "total = sum(xs)\n    return total / len(xs)",
+        None,
+    ),
+    Case(
+        "py-syntax-existing-error-elsewhere",
+        "python",
+        "def mean(xs):\n    █\n\ndef broken(:\n    pass\n",
+        "return sum(xs) / len(xs)",
+        "return sum(xs) / len(xs)",
+        None,
+    ),
+    Case(
+        "py-syntax-mid-line-before-auto-closed-paren",
+        "python",
+        "def f(xs):\n    print(█)\n",
+        "len(xs), sum(xs)",
+        "len(xs), sum(xs)",
+        None,
+        SINGLE,
+    ),
+    Case(
+        "js-syntax-drops-broken-single-line",
+        "javascript",
+        "function f(a) {\n  █\n}\n",
+        "return a.map((x) => x * 2;",
+        "",
+        "syntax",
+    ),
+    Case(
+        "js-syntax-keeps-block-before-auto-closed-brace",
+        "javascript",
+        "function f(a) {█}\n",
+        "\n  return a * 2;\n",
+        "\n  return a * 2;\n",  # the newline puts the editor's `}` on a line of its own
+        None,
+    ),
+    Case(
+        "go-syntax-trims-ended-mid-expression",
+        "go",
+        "func avg(xs []int, total int) int {\n\t█\n}\n",
+        "n := len(xs)\n\treturn total /",
+        "n := len(xs)",
+        "syntax",
+    ),
+    Case(
+        "go-syntax-half-written-else",
+        "go",
+        "func sign(x int) int {\n\t█\n\treturn 0\n}\n",
+        "if x > 0 {\n\t\treturn 1\n\t} else",
+        "",
+        "syntax",
+    ),
+    Case(
+        "c-syntax-statement-end-on-first-line",
+        "c",
+        "void reset(struct input *in) {\n    █\n}\n",
+        "close(in->fd); in->fd = -1; in->len =",
+        "close(in->fd); in->fd = -1;",
+        "syntax",
+    ),
+    Case(
+        "unknown-language-left-alone",
+        None,
+        "fn f() {\n  █\n}\n",
+        "return (a +;",
+        "return (a +;",
+        None,
+    ),
+]
+
+# The issue: "Line-level repetition stops at the second repeat", and answers showed 10-16 repeated lines.
+MORE_REPETITION = [
+    Case(
+        "go-block-repeated",
+        "go",
+        "func f(a *counter) {\n\t█\n}\n",
+        "a.Lock()\n\ta.n++\n\ta.Unlock()\n\ta.Lock()\n\ta.n++\n\ta.Unlock()\n\ta.Lock()\n\ta.n++\n",
+        "a.Lock()\n\ta.n++\n\ta.Unlock()",
+        "repetition",
+    ),
+    Case(
+        "js-sixteen-lines",
+        "javascript",
+        "function f(i) {\n  █\n",
+        "console.log(i);\n" + "  console.log(i);\n" * 15,
+        "console.log(i);",
+        "repetition",
+    ),
+    Case(
+        "py-repeats-between-blank-lines",
+        "python",
+        "def f(x):\n    █\n",
+        "x += 1\n\n    x += 1\n\n    x += 1\n\n    return x\n",
+        "x += 1",
+        "repetition",
+    ),
+    Case(
+        "py-two-line-block-twice",
+        "python",
+        "def f(log, x):\n    █\n",
+        "log.info(x)\n    x += 1\n    log.info(x)\n    x += 1\n    return x\n",
+        "log.info(x)\n    x += 1",
+        "repetition",
+    ),
+    Case(
+        "c-ten-lines",
+        "c",
+        "void clear(char *buf, int n) {\n    int i = 0;\n    █\n}\n",
+        "buf[i] = 0;\n    i++;\n" + "    buf[i] = 0;\n    i++;\n" * 4,
+        "buf[i] = 0;\n    i++;",
+        "repetition",
+    ),
+    Case(
+        "js-different-blocks-kept",
+        "javascript",
+        "function f(a, b) {\n  █\n}\n",
+        "if (a) {\n    g(a);\n  }\n  if (b) {\n    g(b);\n  }\n",
+        "if (a) {\n    g(a);\n  }\n  if (b) {\n    g(b);\n  }",
+        None,
+    ),
+]
+
+# The issue: "Suggestions close the enclosing block early (`return (…);\n  }` where the suffix already has the
+# `}`; `in->fd = -1;\n    }` in C)." Missed when the block's `{` ends a wrapped signature or condition.
+MORE_BLOCK_END = [
+    Case(
+        "c-wrapped-condition-closer-in-suffix",
+        "c",
+        "void close_input(struct input *in) {\n    if (in->fd >= 0 &&\n        in->owned) {\n"
+        "        close(in->fd);\n        █\n    }\n}\n",
+        "in->fd = -1;\n    }\n}\n",
+        "in->fd = -1;",
+        "block_end",
+    ),
+    Case(
+        "c-wrapped-condition-closer-not-in-suffix",
+        "c",
+        "void close_input(struct input *in) {\n    if (in->fd >= 0 &&\n        in->owned) {\n"
+        "        close(in->fd);\n        █\n}\n",
+        "in->fd = -1;\n    }\n}\n",
+        "in->fd = -1;\n    }",
+        "block_end",
+    ),
+    Case(
+        "c-knr-wrapped-parameters",
+        "c",
+        "static int\nadd(int a,\n    int b) {\n  █\n}\n",
+        "return (a + b);\n}\n",
+        "return (a + b);",
+        "block_end",
+    ),
+    Case(
+        "js-return-paren-wrapped-signature",
+        "javascript",
+        "export function area(width,\n    height) {\n  █\n}\n",
+        "return (width * height);\n}\n",
+        "return (width * height);",
+        "block_end",
+    ),
+    Case(
+        "js-return-paren-closer-in-suffix",
+        "javascript",
+        "function area(shape) {\n  if (shape.kind === 'circle') {\n    █\n  }\n  return 0;\n}\n",
+        "return (Math.PI * shape.r ** 2);\n  }\n  return 0;\n}",
+        "return (Math.PI * shape.r ** 2);",
+        "block_end",
+    ),
+    Case(
+        "go-wrapped-if-closer-in-suffix",
+        "go",
+        "func f() error {\n\tif err := g(\n\t\tctx,\n\t); err != nil {\n\t\t█\n\t}\n\treturn nil\n}\n",
+        "return err\n\t}\n\treturn nil\n}\n",
+        "return err",
+        "block_end",
+    ),
+    Case(
+        "py-wrapped-call-dict-closer-in-suffix",
+        "python",
+        "config = dict(\n    name='x',\n    options={\n        █\n    },\n)\n",
+        "'debug': True,\n    },\n)\n",
+        "'debug': True,",
+        "block_end",
+    ),
+]
+
+# The issue: suggestions "repeat the next line (`if (space) {` inserted above the same line)".
+MORE_SUFFIX_LINE = [
+    Case(
+        "js-next-line-at-column-0",
+        "javascript",
+        "function f(space) {\n█\n  if (space) {\n    pad();\n  }\n}\n",
+        "if (space) {",
+        "",
+        "suffix_overlap",
+    ),
+    Case(
+        "js-next-line-other-spacing",
+        "javascript",
+        "function f(space) {\n  init();\n  █\n  if (space) {\n    pad();\n  }\n}\n",
+        "trim();\n  if(space){\n    pad();\n  }\n}\n",
+        "trim();",
+        "suffix_overlap",
+    ),
+    Case(
+        "go-next-line-spaces-for-tab",
+        "go",
+        "func f(space bool) {\n\tx := 1\n\t█\n\tif space {\n\t\tpad()\n\t}\n}\n",
+        "y := 2\n    if space {\n        pad()\n    }\n",
+        "y := 2",
+        "suffix_overlap",
+    ),
+    Case(
+        "py-next-line-mid-line-cursor",
+        "python",
+        "def f(space):\n    █if space:\n        pad()\n",
+        "if space:\n",
+        "",
+        "suffix_overlap",
+        SINGLE,
+    ),
+    Case(
+        "c-next-line-typed-above-itself",
+        "c",
+        "int f(int space) {\n    init();\n    █\n    if (space) {\n        pad();\n    }\n}\n",
+        "if (space) {",
+        "",
+        "suffix_overlap",
+    ),
+]
+
+# The issue: suggestions "indent with spaces in a tab-indented Go file". Re-indented as the file does.
+INDENTATION = [
+    Case(
+        "go-spaces-become-tabs",
+        "go",
+        "func sum(xs []int) int {\n\ttotal := 0\n\t█\n\treturn total\n}\n",
+        "for _, x := range xs {\n        total += x\n    }",
+        "for _, x := range xs {\n\t\ttotal += x\n\t}",
+        None,
+    ),
+    Case(
+        "go-line-start-spaces-become-tabs",
+        "go",
+        "func sum(xs []int) int {\n\ttotal := 0\n█\n\treturn total\n}\n",
+        "    total += len(xs)\n    total *= 2",
+        "\ttotal += len(xs)\n\ttotal *= 2",
+        None,
+    ),
+    Case(
+        "go-raw-string-inside-untouched",
+        "go",
+        "func query() string {\n\tx := 1\n\t█\n\treturn q\n}\n",
+        "q := `\n    SELECT 1\n`\n    _ = x",
+        "q := `\n    SELECT 1\n`\n\t_ = x",
+        None,
+    ),
+    Case(
+        "py-tabs-become-spaces",
+        "python",
+        "def total(xs):\n    total = 0\n    █\n    return total\n",
+        "for x in xs:\n\t\ttotal += x",
+        "for x in xs:\n        total += x",
+        None,
+    ),
+    Case(
+        "py-docstring-inside-untouched",
+        "python",
+        "def total(xs):\n    total = 0\n    █\n    return total\n",
+        'doc = """\n\tkeep\n"""\n\ttotal += 1',
+        'doc = """\n\tkeep\n"""\n    total += 1',
+        None,
+    ),
+    Case(
+        "js-tabs-become-two-spaces",
+        "javascript",
+        "function f(xs) {\n  let n = 0;\n  if (xs) {\n    n = 1;\n  }\n  █\n}\n",
+        "for (const x of xs) {\n\t\tn += x;\n\t}",
+        "for (const x of xs) {\n    n += x;\n  }",
+        None,
+    ),
+    Case(
+        "js-mixed-file-left-alone",
+        "javascript",
+        "function f(xs) {\n\tlet n = 0;\n  let m = 0;\n  █\n}\n",
+        "for (const x of xs) {\n\t\tn += x;\n    }",
+        "for (const x of xs) {\n\t\tn += x;\n    }",
+        None,
+    ),
+    Case(
+        "c-kernel-style-tabs",
+        "c",
+        "static void clear(char *buf, int n)\n{\n\tint i;\n\n\t█\n\tbuf[n - 1] = 0;\n}\n",
+        "for (i = 0; i < n; i++)\n        buf[i] = 0;",
+        "for (i = 0; i < n; i++)\n\t\tbuf[i] = 0;",
+        None,
+    ),
+]
+
+ALL_CASES = (
+    SINGLE_VS_MULTI + BLOCK_END + SUFFIX_OVERLAP + TRAILING_WHITESPACE + REPETITION + CUT_SHORT + SYNTAX
+    + MORE_REPETITION + MORE_BLOCK_END + MORE_SUFFIX_LINE + INDENTATION
+)
 
 
 def _check(case: Case) -> None:
-    assert postprocess(case.completion, case.ctx()) == (case.expected, case.reason)
+    assert postprocess(case.completion, case.ctx(), cut_short=case.cut_short) == (case.expected, case.reason)
 
 
 @pytest.mark.parametrize("case", SINGLE_VS_MULTI, ids=lambda c: c.id)
@@ -611,13 +1090,66 @@ def test_trailing_whitespace(case: Case) -> None:
     _check(case)
 
 
-@pytest.mark.parametrize("case", REPETITION, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", REPETITION + MORE_REPETITION, ids=lambda c: c.id)
 def test_repetition(case: Case) -> None:
     _check(case)
 
 
+@pytest.mark.parametrize("case", CUT_SHORT, ids=lambda c: c.id)
+def test_cut_short(case: Case) -> None:
+    _check(case)
+
+
+@pytest.mark.parametrize("case", [case for case in CUT_SHORT if "\n" in case.completion], ids=lambda c: c.id)
+def test_cut_short_keeps_no_more_than_the_complete_lines(case: Case) -> None:
+    """What the pipeline did before (cut at the last newline, then post-process) is an upper bound (the syntax
+    check left out of both: it judges the two ends differently, `} else {` against `}`)."""
+    ctx, line_rules = case.ctx(), frozenset({"syntax"})
+    before, _ = postprocess(case.completion[: case.completion.rindex("\n")], ctx, line_rules)
+    assert before.startswith(postprocess(case.completion, ctx, line_rules, cut_short=True)[0])
+
+
+def test_cut_short_on_the_cursor_line_needs_a_clean_statement_end() -> None:
+    ctx = make_ctx("function f(a, b) {\n  const n = max(█);\n}\n", "javascript", multiline=False)
+    assert postprocess("a, b", ctx, cut_short=True) == ("a,", None)  # `b` might have been `bound`
+    assert postprocess("bou", ctx, cut_short=True) == ("", None)
+    assert postprocess("a, b)", ctx, cut_short=True) == ("a, b", "suffix_overlap")
+    assert postprocess("a, f(b)", ctx, cut_short=True) == ("a, f(b)", None)
+    assert postprocess("a, f(b", ctx, cut_short=True) == ("a,", None)  # the element being written goes
+    assert postprocess("a, b", ctx) == ("a, b", None)  # not cut short: the model ended it there
+
+
+@pytest.mark.parametrize("case", SYNTAX, ids=lambda c: c.id)
+def test_syntax(case: Case) -> None:
+    _check(case)
+
+
+def test_syntax_never_shows_code_that_adds_errors() -> None:
+    """The benchmark scores harm with `added_errors` on the whole windows: every suggestion here scores 0."""
+    for case in ALL_CASES:
+        ctx = case.ctx()
+        text, _ = postprocess(case.completion, ctx, cut_short=case.cut_short)
+        assert added_errors(ctx.prefix, text, ctx.suffix, ctx.language) == 0, case.id
+
+
+@pytest.mark.parametrize("case", MORE_BLOCK_END, ids=lambda c: c.id)
+def test_block_closed_by_the_suffix(case: Case) -> None:
+    _check(case)
+
+
+@pytest.mark.parametrize("case", MORE_SUFFIX_LINE, ids=lambda c: c.id)
+def test_next_line_not_repeated(case: Case) -> None:
+    _check(case)
+
+
+@pytest.mark.parametrize("case", INDENTATION, ids=lambda c: c.id)
+def test_indentation(case: Case) -> None:
+    _check(case)
+
+
 def test_every_rule_has_python_javascript_and_go_cases() -> None:
-    for table in (SINGLE_VS_MULTI, BLOCK_END, SUFFIX_OVERLAP, TRAILING_WHITESPACE, REPETITION):
+    for table in (SINGLE_VS_MULTI, BLOCK_END, SUFFIX_OVERLAP, TRAILING_WHITESPACE, REPETITION, CUT_SHORT, SYNTAX,
+                  MORE_REPETITION, MORE_BLOCK_END, MORE_SUFFIX_LINE, INDENTATION):
         assert {"python", "javascript", "go"} <= {case.language for case in table}
 
 
@@ -651,8 +1183,10 @@ def _stream(case: Case, size: int) -> tuple[str, str | None]:
 @pytest.mark.parametrize("size", [0, 1, 2, 3])
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
 def test_stopping_early_gives_the_same_suggestion(case: Case, size: int) -> None:
-    text, _ = _stream(case, size)
-    assert postprocess(text, case.ctx()) == (case.expected, case.reason)
+    text, reason = _stream(case, size)
+    # A cut-short case's engine runs out of budget at the end of its text, unless a rule stopped it first.
+    cut_short = case.cut_short and reason is None
+    assert postprocess(text, case.ctx(), cut_short=cut_short) == (case.expected, case.reason)
 
 
 @pytest.mark.parametrize(
@@ -729,7 +1263,10 @@ def test_stop_reason_is_cheap_per_token() -> None:
 )
 def test_long_prefix_misindented_closer(filler: str, expected: str) -> None:
     source = "// filler\n" * 800 + "function f() {\n" + filler + "  █\n}\n"
-    assert postprocess("return 1;\n  }\n", make_ctx(source, "javascript")) == (expected, "block_end")
+    ctx = make_ctx(source, "javascript")
+    assert postprocess("return 1;\n  }\n", ctx, frozenset({"syntax"})) == (expected, "block_end")
+    # Where the lexical rule cannot tell, the re-parse can: a second `}` breaks the function.
+    assert postprocess("return 1;\n  }\n", ctx) == ("return 1;", "block_end" if expected == "return 1;" else "syntax")
 
 
 # --- disabling rules (eval --ablate) ------------------------------------------------------------------
@@ -739,7 +1276,8 @@ _BY_ID = {case.id: case for case in ALL_CASES}
 
 def _without(rule: str, case_id: str, expected: str, reason: str | None) -> tuple[str, Case]:
     case = _BY_ID[case_id]
-    return rule, Case(case.id, case.language, case.source, case.completion, expected, reason, case.options)
+    return rule, Case(case.id, case.language, case.source, case.completion, expected, reason, case.options,
+                      case.cut_short)
 
 
 # Per rule and language, a case that rule decides, and the suggestion the other rules make of it alone.
@@ -787,26 +1325,49 @@ WITHOUT_RULE = [
     ("trailing_whitespace", Case("py-blank", "python", "x = █y\n", "  ", "  ", None, SINGLE)),
     _without("trailing_whitespace", "whitespace-only-before-rest-of-line", "   ", None),
     ("trailing_whitespace", Case("go-blank", "go", "\tn := █x\n", "  ", "  ", None, SINGLE)),
+    _without("cut_short", "py-cut-partial-line-dropped", "pi = 3.14159\n    return pi * r *", None),
+    _without("cut_short", "js-cut-dangling-assignment", "const a = 1;\n  const total =\n    ite", None),
+    _without("cut_short", "go-cut-open-if-back-before-it", _BY_ID["go-cut-open-if-back-before-it"].completion, None),
+    _without("indentation", "py-tabs-become-spaces", "for x in xs:\n\t\ttotal += x", None),
+    _without("indentation", "js-tabs-become-two-spaces", "for (const x of xs) {\n\t\tn += x;\n\t}", None),
+    _without("indentation", "go-spaces-become-tabs", "for _, x := range xs {\n        total += x\n    }", None),
+    _without("syntax", "py-syntax-trims-broken-last-line", "total = sum(xs)\n    return total / len(xs))",
+             "block_end"),
+    _without("syntax", "js-syntax-drops-broken-single-line", "return a.map((x) => x * 2;", None),
+    _without("syntax", "go-syntax-trims-ended-mid-expression", "n := len(xs)\n\treturn total /", None),
 ]
+
+
+def _alone(rule: str) -> frozenset[str]:
+    """The rules to disable to see what `rule` does itself: it, and the syntax check, which would otherwise
+    catch most of what any one rule lets through (that is its job; the cases here show each rule's own)."""
+    return frozenset({rule, "syntax"})
 
 
 @pytest.mark.parametrize("rule, case", WITHOUT_RULE, ids=lambda x: x if isinstance(x, str) else x.id)
 def test_a_disabled_rule_no_longer_acts(rule: str, case: Case) -> None:
     ctx = case.ctx()
-    assert postprocess(case.completion, ctx) != (case.expected, case.reason)  # the rule matters here
-    assert postprocess(case.completion, ctx, frozenset({rule})) == (case.expected, case.reason)
-    text = _stream_without(case, frozenset({rule}))  # the engine skips it while generating too
-    assert postprocess(text, ctx, frozenset({rule})) == (case.expected, case.reason)
+    disabled = _alone(rule)
+    full = postprocess(case.completion, ctx, cut_short=case.cut_short)
+    assert full != (case.expected, case.reason)  # the rule matters here
+    assert postprocess(case.completion, ctx, disabled, cut_short=case.cut_short) == (case.expected, case.reason)
+    text, stopped = _stream_without(case, disabled)  # the engine skips it while generating too
+    cut_short = case.cut_short and not stopped
+    assert postprocess(text, ctx, disabled, cut_short=cut_short) == (case.expected, case.reason)
+    if rule != "syntax":  # with the syntax check on, what the rule would have caught is never broken code
+        text, _ = postprocess(case.completion, ctx, frozenset({rule}), cut_short=case.cut_short)
+        assert added_errors(ctx.prefix, text, ctx.suffix, ctx.language) == 0
 
 
-def _stream_without(case: Case, disabled: frozenset[str]) -> str:
+def _stream_without(case: Case, disabled: frozenset[str]) -> tuple[str, bool]:
+    """The text the engine ends with, and whether a rule stopped it (not the end of the case's text)."""
     ctx = case.ctx()
     text = ""
     for token in _tokens(case.completion, 1):
         text += token
         if stop_reason(text, ctx, disabled) is not None:
-            break
-    return text
+            return text, True
+    return text, False
 
 
 def test_every_rule_is_covered_in_python_javascript_and_go() -> None:
@@ -819,19 +1380,22 @@ def test_every_rule_is_covered_in_python_javascript_and_go() -> None:
 def test_stopping_early_gives_the_same_suggestion_without_a_rule(rule: str) -> None:
     disabled = frozenset({rule})
     for case in ALL_CASES:
-        full = postprocess(case.completion, case.ctx(), disabled)
-        assert postprocess(_stream_without(case, disabled), case.ctx(), disabled) == full, case.id
+        full = postprocess(case.completion, case.ctx(), disabled, cut_short=case.cut_short)
+        text, stopped = _stream_without(case, disabled)
+        cut_short = case.cut_short and not stopped
+        assert postprocess(text, case.ctx(), disabled, cut_short=cut_short) == full, case.id
 
 
 def test_with_every_rule_disabled_the_text_comes_back_unchanged() -> None:
     everything = frozenset(RULES)
     for case in ALL_CASES:
-        assert postprocess(case.completion, case.ctx(), everything) == (case.completion, None), case.id
-        assert _stream_without(case, everything) == case.completion, case.id
+        result = postprocess(case.completion, case.ctx(), everything, cut_short=case.cut_short)
+        assert result == (case.completion, None), case.id
+        assert _stream_without(case, everything) == (case.completion, False), case.id
 
 
 def test_rules_have_distinct_names() -> None:
-    assert len(set(RULES)) == len(RULES) == 7
+    assert len(set(RULES)) == len(RULES) == 10
 
 
 def test_an_unknown_rule_is_a_one_line_error() -> None:
@@ -841,3 +1405,12 @@ def test_an_unknown_rule_is_a_one_line_error() -> None:
     assert "\n" not in str(error.value) and str(error.value).startswith("unknown post-processing rule dednet (")
     with pytest.raises(UserError, match="unknown post-processing rule single-line"):
         stop_reason("1", ctx, frozenset({"single-line"}))
+
+
+def test_a_wrapped_signature_opens_its_block_at_the_statement_s_indent() -> None:
+    """After `             metavar=None):` the body is indented from `    def __init__(self,`, not from the last
+    line of the signature: the next line is not a dedent that ends the block."""
+    source = "class A:\n    def __init__(self,\n                 dest,\n                 metavar=None):█\n\nx = 1\n"
+    ctx = make_ctx(source, "python")
+    completion = "\n        super().__init__(dest)\n        self.x = 1\n\n    def g(self):\n        pass\n"
+    assert postprocess(completion, ctx) == ("\n        super().__init__(dest)\n        self.x = 1", "block_end")

@@ -71,6 +71,10 @@ class LanguageSpec:
     docstrings: bool = False  # a string first in a definition's body documents it
     family: str | None = None  # a language sharing its code base (TypeScript with JavaScript); default: itself
     imports: str | None = None  # whose import syntax the workspace index parses
+    # Regex: a line starting with this at column 0 begins a top-level statement (never text inside a multi-line
+    # string or comment, in practice). The syntax check parses from one such line to another around the cursor;
+    # None: it parses the whole windows.
+    top_level: str | None = None
 
     @property
     def code_family(self) -> str:
@@ -102,6 +106,8 @@ _C_DEFS = {
 _C_CONTAINERS = frozenset({"translation_unit", "compound_statement", "field_declaration_list", "case_statement",
                            "enumerator_list"})
 _WORD_OPENER = r"\b(then|do|else|repeat)$|\bfunction\b[^()]*\([^()]*\)$"
+_JS_TOP_LEVEL = r"(?:export|function|class|async|const|let|var|interface|type|enum|declare|abstract)\b"
+_C_TOP_LEVEL = r"[A-Za-z_]\w*[\s*(]"  # a declaration or definition; not a `label:`
 
 _SPECS = (
     LanguageSpec(
@@ -115,6 +121,7 @@ _SPECS = (
                      "type_alias_statement": "type", "expression_statement": "variable"},
         definition_wrappers={"decorated_definition": "definition"},
         definition_containers=frozenset({"class_definition"}), docstrings=True, imports="python",
+        top_level=r"(?:async\s+def|def|class)\b|@",
     ),
     LanguageSpec(
         name="javascript", grammar=("tree_sitter_javascript", "language"),
@@ -122,21 +129,21 @@ _SPECS = (
         line_comment="//", regions=_JS_REGIONS, containers=_JS_CONTAINERS, strings=_JS_STRINGS,
         interpolations=frozenset({"template_substitution"}),
         definitions=_JS_DEFS, definition_wrappers={"export_statement": "declaration"},
-        definition_containers=frozenset({"class_declaration"}), imports="javascript",
+        definition_containers=frozenset({"class_declaration"}), imports="javascript", top_level=_JS_TOP_LEVEL,
     ),
     LanguageSpec(
         name="typescript", grammar=("tree_sitter_typescript", "language_typescript"),
         extensions=(".ts", ".mts", ".cts"), aliases=("ts",), line_comment="//", regions=_JS_REGIONS,
         containers=_TS_CONTAINERS, strings=_JS_STRINGS, interpolations=frozenset({"template_substitution"}),
         definitions=_TS_DEFS, definition_wrappers=_TS_WRAPPERS, definition_containers=_TS_DEF_CONTAINERS,
-        family="javascript", imports="javascript",
+        family="javascript", imports="javascript", top_level=_JS_TOP_LEVEL,
     ),
     LanguageSpec(
         name="tsx", grammar=("tree_sitter_typescript", "language_tsx"), extensions=(".tsx",),
         aliases=("typescriptreact",), line_comment="//", regions=_JS_REGIONS, containers=_TS_CONTAINERS,
         strings=_JS_STRINGS, interpolations=frozenset({"template_substitution"}),
         definitions=_TS_DEFS, definition_wrappers=_TS_WRAPPERS, definition_containers=_TS_DEF_CONTAINERS,
-        family="javascript", imports="javascript",
+        family="javascript", imports="javascript", top_level=_JS_TOP_LEVEL,
     ),
     LanguageSpec(
         name="go", grammar=("tree_sitter_go", "language"), extensions=(".go",), aliases=("golang",),
@@ -148,7 +155,7 @@ _SPECS = (
         definitions={"function_declaration": "function", "method_declaration": "method", "type_spec": "type",
                      "type_alias": "type", "const_spec": "variable", "var_spec": "variable"},
         definition_wrappers={"type_declaration": None, "const_declaration": None, "var_declaration": None},
-        imports="go",
+        imports="go", top_level=r"(?:func|type|var|const)\b",
     ),
     LanguageSpec(
         name="rust", grammar=("tree_sitter_rust", "language"), extensions=(".rs",), aliases=("rs",),
@@ -164,6 +171,7 @@ _SPECS = (
                      "type_item": "type", "mod_item": "module", "macro_definition": "macro",
                      "const_item": "variable", "static_item": "variable"},
         definition_containers=frozenset({"impl_item", "trait_item", "mod_item"}), imports="rust",
+        top_level=r"(?:pub|fn|impl|struct|enum|trait|mod|const|static|type|unsafe|async|macro_rules)\b|#\[",
     ),
     LanguageSpec(
         name="java", grammar=("tree_sitter_java", "language"), extensions=(".java",), aliases=(),
@@ -175,13 +183,13 @@ _SPECS = (
                      "record_declaration": "class", "annotation_type_declaration": "type",
                      "method_declaration": "method", "constructor_declaration": "method"},
         definition_containers=frozenset({"class_declaration", "interface_declaration", "record_declaration"}),
-        imports="java",
+        imports="java", top_level=r"(?:public|protected|private|abstract|final|class|interface|enum|record)\b|@",
     ),
     LanguageSpec(
         name="c", grammar=("tree_sitter_c", "language"), extensions=(".c", ".h"), aliases=(),
         line_comment="//", regions=(*_C_COMMENTS, *_C_QUOTES), containers=_C_CONTAINERS,
         strings=frozenset({"char_literal", "string_literal", "system_lib_string"}), definitions=_C_DEFS,
-        imports="c",
+        imports="c", top_level=_C_TOP_LEVEL,
     ),
     LanguageSpec(
         name="cpp", grammar=("tree_sitter_cpp", "language"),
@@ -192,14 +200,14 @@ _SPECS = (
                                "field_declaration": "method", "alias_declaration": "type"},
         definition_wrappers={"template_declaration": None},
         definition_containers=frozenset({"class_specifier", "struct_specifier", "namespace_definition"}),
-        family="c", imports="c",
+        family="c", imports="c", top_level=_C_TOP_LEVEL,
     ),
     LanguageSpec(
         name="lua", grammar=("tree_sitter_lua", "language"), extensions=(".lua",), aliases=(), line_comment="--",
         regions=(quoted(r"--\[\[", "]]", multiline=True, escapes=False), line_comment("--"),
                  quoted(r"\[\[", "]]", multiline=True, escapes=False), *_C_QUOTES),
         containers=frozenset({"chunk", "block"}), strings=frozenset({"string"}), closer_words=("end", "until"),
-        block_opener=_WORD_OPENER, imports="lua",
+        block_opener=_WORD_OPENER, imports="lua", top_level=r"(?:local\s+)?function\b",
     ),
     LanguageSpec(
         name="bash", grammar=("tree_sitter_bash", "language"), extensions=(".sh", ".bash"),

@@ -1,16 +1,20 @@
-"""Cut the model's raw output so a suggestion ends where the code should end.
+"""Cut the model's raw output so a suggestion ends where the code should end, and never show broken code.
 
 Models write past the point where the user's code continues: they close blocks the suffix already
-closes, retype the line below the cursor, or loop. The rules here are small steps in the spirit of
-Tabby's post-processing pipeline and Continue's stream filters.
+closes, retype the line below the cursor, or loop; an answer the token or time limit cut ends
+mid-expression. The rules here are small steps in the spirit of Tabby's post-processing pipeline and
+Continue's stream filters.
 
 Line rules judge one line of the completion at a time, knowing only the lines before it. That is what
 lets one rule set both tell the engine to stop generating (`stop_reason`, called after every token, so
 no tokens are spent past the end) and cut the final text (`postprocess`): cutting where `stop_reason`
 fired and post-processing gives the same suggestion as post-processing everything the model would
 have written. A line still being generated is only judged by rules that cannot change their mind as
-it grows (`single_line` and a dedent); the rest wait for its newline. Text rules then tidy the cut
-text (trailing whitespace, overlap with the rest of the cursor line). Each rule is kept because
+it grows (`single_line` and a dedent); the rest wait for its newline. An answer the engine cut short
+(`cut_short`) is then trimmed back to its last complete line and statement. Text rules tidy the cut
+text (trailing whitespace, overlap with the rest of the cursor line, the file's own indentation), and
+last of all `syntax` re-parses the windows with the suggestion in place and trims or drops it if it
+adds syntax errors: that needs the final text, so it never stops generation. Each rule is kept because
 `codecomplete eval --ablate` shows it changing answers for the better (see the README).
 
 Every rule has a public name in `RULES`; both entry points take a set of names to skip, so that
@@ -20,12 +24,14 @@ Every rule has a public name in `RULES`; both entry points take a set of names t
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
 from codecomplete.core.context import Context
 from codecomplete.core.languages import FALLBACK_REGIONS, LANGUAGES, Region
+from codecomplete.core.syntaxcheck import first_harmless_cut, local_windows
 from codecomplete.errors import UserError
 from codecomplete.types import StopReason
 
@@ -33,6 +39,18 @@ _WORD = re.compile(r"\w")
 _FIRST_WORD = re.compile(r"\w+")
 _CLOSING_PUNCT = ")]};,"
 _OPENER_LOOKBACK = 4000  # characters of prefix searched for the bracket that opened the cursor's block
+_COMMENT_STARTS = ("//", "/*", "#", "--")  # a region whose opener matches one of these is a comment
+# Code ending in one of these goes on past the line: a binary operator, `=` in any assignment, member access,
+# a line continuation. Not `++`/`--` (postfix), `...` (Python's Ellipsis, a spread), `import *`, lone `<`/`>` (generics,
+# `#include <x.h>`, JSX), `?` (Rust), `:` (labels, `case x:`; Python's block opener is the spec's), `,` (a list
+# inside a bracket the suffix closes).
+_DANGLING = re.compile(r"(?:&&|\|\||<<|>>|->|=>|<-|::|[-+*/%&|^=!.\\~])$")
+_NOT_DANGLING = re.compile(r"(?:\+\+|--|\.\.\.|\*/|\bimport\s+\*)$")
+_MAX_PERIOD = 8  # longest block of lines `repetition` looks for
+_LEADING = re.compile(r"^([ \t]*)(\S)", re.M)  # a non-blank line's indentation and first character
+_INDENT_STEPS = (2, 3, 4, 8)  # widths of one level of space indentation
+_INDENT_SAMPLE = 2000  # characters of prefix read to tell how the file indents (half as many of suffix)
+_SPACES_PER_TAB = (4, 8, 2)  # what a model writing spaces in a tab-indented file may mean by one level, likeliest first
 
 
 # --- lexing: just enough to not count brackets inside strings and comments -------------------------
@@ -41,9 +59,17 @@ _OPENER_LOOKBACK = 4000  # characters of prefix searched for the bracket that op
 class _Syntax:
     """Strings, comments, brackets and keyword block closers of one language, compiled to one regex."""
 
-    def __init__(self, regions: tuple[Region, ...], brackets: str = "()[]{}", closer_words: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        regions: tuple[Region, ...],
+        brackets: str = "()[]{}",
+        closer_words: tuple[str, ...] = (),
+        block_opener: str | None = None,
+    ):
         self.closing = "".join(c for c in brackets if c in ")]}")
         self.closer_words = frozenset(closer_words)
+        self.block_opener = re.compile(block_opener) if block_opener else None
+        self.comments = tuple(any(re.match(r.opener, start) for start in _COMMENT_STARTS) for r in regions)
         alternatives = [
             f"(?P<r{k}>{r.opener}{r.rest.replace('(?P<end>', f'(?P<e{k}>')})" for k, r in enumerate(regions)
         ]
@@ -54,7 +80,8 @@ class _Syntax:
 
 
 _SYNTAX: dict[str | None, _Syntax] = {
-    spec.name: _Syntax(spec.regions, spec.brackets, spec.closer_words) for spec in LANGUAGES.values()
+    spec.name: _Syntax(spec.regions, spec.brackets, spec.closer_words, spec.block_opener)
+    for spec in LANGUAGES.values()
 }
 _SYNTAX[None] = _Syntax(FALLBACK_REGIONS)
 
@@ -100,6 +127,60 @@ def _end_depth(syntax: _Syntax, text: str, start: int | None) -> int:
     return sum(move for _, move in _lex(syntax, text, start)[0])
 
 
+@dataclass(frozen=True)
+class _Open:
+    """What a completion leaves unfinished, from a lexical reading of it."""
+
+    unclosed: list[int]  # offsets of the brackets it opened and did not close, outermost first
+    own_closers: frozenset[int]  # offsets of the closers that closed a bracket it opened itself
+    comments: list[tuple[int, int]]  # spans of its comments
+    unterminated: int | None  # start of a string or block comment it opened that runs to its end
+    in_text: bool  # all of it continues the string or comment the cursor is in: prose, not code
+
+
+def _read_open(syntax: _Syntax, text: str, start: int | None) -> _Open:
+    """Like `_lex`, but for judging where the text ends rather than counting depth along it."""
+    moves: list[tuple[int, int]] = []
+    comments: list[tuple[int, int]] = []
+    unterminated = None
+    pos = 0
+    if start is not None and start != _DISABLED:
+        m = syntax.rests[start].match(text)
+        pos = m.end()
+        if syntax.comments[start]:
+            comments.append((0, pos))
+        # Left open, the string or comment the cursor is in is closed by the user's own delimiter after it.
+    in_text = start == _DISABLED or (start is not None and pos == len(text))
+    if start != _DISABLED:
+        for m in syntax.pattern.finditer(text, pos):
+            if m.lastgroup == "b":
+                moves.append((m.start(), -1 if m.group() in syntax.closing else 1))
+                continue
+            k = int(m.lastgroup[1:])
+            if syntax.comments[k]:
+                comments.append(m.span())
+            if syntax.terminable[k] and m.group(f"e{k}") is None and m.end() == len(text):
+                unterminated = m.start()
+    stack: list[int] = []
+    own: set[int] = set()
+    for at, move in moves:
+        if move > 0:
+            stack.append(at)
+        elif stack:
+            stack.pop()
+            own.add(at)
+    return _Open(stack, frozenset(own), comments, unterminated, in_text)
+
+
+def _code_end(text: str, comments: list[tuple[int, int]]) -> int:
+    """The end of the last code in `text`: trailing whitespace and comments skipped."""
+    end = len(text.rstrip())
+    for a, b in reversed(comments):
+        if a < end <= b:
+            end = len(text[:a].rstrip())
+    return end
+
+
 # --- what the rules know --------------------------------------------------------------------------
 
 
@@ -135,7 +216,11 @@ class _Env:
 
     @cached_property
     def opener_indent(self) -> int | None:
-        """Indent of the line holding the innermost bracket left open before the cursor.
+        """Indent of the statement holding the innermost bracket left open before the cursor.
+
+        That is the indent of the bracket's line, unless the line continues a bracket opened above it
+        (a wrapped signature or condition: `    int b) {`, `        in->owned) {`): then it is the indent
+        of the line that bracket opened on, which is where the block's closer lines up.
 
         Only the last stretch of the prefix is read (from a line start): that block opens near the
         cursor, and a far one is better unknown than slow to find.
@@ -143,15 +228,45 @@ class _Env:
         prefix = self.ctx.prefix
         if len(prefix) > _OPENER_LOOKBACK:
             prefix = prefix[prefix.find("\n", len(prefix) - _OPENER_LOOKBACK) + 1 :]
-        open_at: list[int] = []
+        open_at: list[tuple[int, int]] = []  # (offset, offset of the line start its statement begins on)
+        line_start = 0
+        continued: int | None = None  # that statement line, for a line that closed a bracket from above
         for at, move in _lex(self.syntax, prefix, None)[0]:
+            start = prefix.rfind("\n", 0, at) + 1
+            if start != line_start:
+                line_start, continued = start, None
             if move > 0:
-                open_at.append(at)
+                open_at.append((at, start if continued is None else continued))
             elif open_at:
-                open_at.pop()
+                opened, anchor = open_at.pop()
+                if opened < line_start:
+                    continued = anchor if continued is None else min(continued, anchor)
         if not open_at:
             return None
-        return _indent_width(prefix[prefix.rfind("\n", 0, open_at[-1]) + 1 :])
+        return _indent_width(prefix[open_at[-1][1] :])
+
+    @cached_property
+    def statement_indent(self) -> int:
+        """Indent of the line the cursor's statement began on: the cursor line's own, unless that line closes
+        brackets opened above it (a wrapped signature: `             metavar=None):`), where it is the indent of
+        the line that opened them (`    def __init__(self,`), which is where the statement's block lines up."""
+        prefix = self.ctx.prefix
+        if len(prefix) > _OPENER_LOOKBACK:
+            prefix = prefix[prefix.find("\n", len(prefix) - _OPENER_LOOKBACK) + 1 :]
+        cursor_line = prefix.rfind("\n") + 1
+        starts: list[tuple[int, int]] = [(0, 0)]  # (line start, bracket depth there)
+        depth = lowest = 0
+        for at, move in _lex(self.syntax, prefix, None)[0]:
+            while starts[-1][0] < cursor_line and (newline := prefix.find("\n", starts[-1][0], at)) >= 0:
+                starts.append((newline + 1, depth))
+            depth += move
+            if at >= cursor_line:
+                lowest = min(lowest, depth - starts[-1][1])
+        while starts[-1][0] < cursor_line and (newline := prefix.find("\n", starts[-1][0])) >= 0:
+            starts.append((newline + 1, depth))
+        floor = starts[-1][1] + lowest
+        statement = next((s for s, d in reversed(starts) if d <= floor), 0)
+        return _indent_width(prefix[statement:])
 
     def closes_block(self, bracket: str, indent: int | None) -> bool:
         """Whether the suffix already starts with the closer of the cursor's bracket block.
@@ -174,6 +289,45 @@ class _Env:
         if head is None or _first_word(head) != word:
             return False
         return indent is None or self.suffix_head_indent is None or indent == self.suffix_head_indent
+
+    @cached_property
+    def file_indent(self) -> tuple[str, int] | None:
+        """How the file indents, read from the windows: `("\\t", 0)` with tabs, `(" ", width)` with spaces
+        (width: the commonest step between lines); None when neither clearly wins (at least 2 lines, twice
+        the other's count), so a mixed or barely indented file is left as the model wrote it."""
+        tabs = spaces = 0
+        steps: Counter[int] = Counter()
+        prefix, suffix = self.ctx.prefix, self.ctx.suffix
+        if len(prefix) > _INDENT_SAMPLE:  # the nearest lines say it; reading all of a 12 KB window costs 0.2 ms
+            prefix = prefix[prefix.find("\n", len(prefix) - _INDENT_SAMPLE) + 1 :]
+        for window in (prefix, suffix[: suffix.rfind("\n", 0, _INDENT_SAMPLE // 2) + 1]):
+            previous = None
+            for m in _LEADING.finditer(window):
+                ws = m.group(1)
+                if m.group(2) == "*":  # a block comment's continuation, aligned with a space
+                    continue
+                if "\t" in ws:
+                    tabs += ws.startswith("\t")
+                    previous = None
+                    continue
+                spaces += len(ws) >= 2
+                if previous is not None and len(ws) - previous in _INDENT_STEPS:
+                    steps[len(ws) - previous] += 1
+                previous = len(ws)
+        if tabs >= 2 and tabs >= 2 * spaces:
+            return "\t", 0
+        if spaces >= 2 and spaces >= 2 * tabs:
+            return " ", steps.most_common(1)[0][0] if steps else 4
+        return None
+
+    @cached_property
+    def tab_level(self) -> int:
+        """Tabs indenting the cursor line, or the last non-blank line above it when the cursor is at column 0."""
+        line = self.ctx.situation.line_prefix
+        if not line:
+            stripped = self.ctx.prefix.rstrip()
+            line = stripped[stripped.rfind("\n") + 1 :]
+        return len(line) - len(line.lstrip("\t"))
 
 
 def _env(ctx: Context) -> _Env:
@@ -231,6 +385,12 @@ class _Scan:
     lines: list[_Line]
     block_indent: int | None  # lines indented less than this have left the cursor's block
 
+    @cached_property
+    def non_blank(self) -> tuple[list[int], list[str], dict[int, int]]:
+        """The non-blank lines: their indices, their text as `repetition` compares it, and index -> position."""
+        indices = [i for i, line in enumerate(self.lines) if line.stripped]
+        return indices, [self.lines[i].full.rstrip() for i in indices], {i: k for k, i in enumerate(indices)}
+
 
 def _scan(text: str, env: _Env, final: bool) -> _Scan:
     moves, spans = _lex(env.syntax, text, env.start)
@@ -262,7 +422,7 @@ def _block_indent(env: _Env, lines: list[_Line]) -> int | None:
     situation = env.ctx.situation
     if not env.at_line_start:
         deeper = situation.after_opener or situation.empty_block
-        return _indent_width(situation.line_prefix) + (1 if deeper else 0)
+        return env.statement_indent + (1 if deeper else 0)
     return next((line.indent for line in lines if line.stripped), None)
 
 
@@ -276,10 +436,26 @@ class _Cut:
 
 
 def _single_line(scan: _Scan, i: int) -> _Cut | None:
-    """Where only a line makes sense, the first newline ends the suggestion."""
-    if i > 0 and not scan.env.ctx.situation.multiline:
+    """Where only a line makes sense, the first newline ends the suggestion; at the end of a line already written,
+    a suggestion that starts a new line is that next line (shown under the cursor's line, as Copilot does)."""
+    situation = scan.env.ctx.situation
+    if situation.multiline:
+        return None
+    if i > int(not scan.lines[0].text and _line_is_written(scan.env)):
         return _Cut(scan.lines[i].start - 1, StopReason.SINGLE_LINE)
     return None
+
+
+def _line_is_written(env: _Env) -> bool:
+    """The cursor is at the end of a line that reads finished: code before it, nothing after it, and no operator,
+    `=` or opener left hanging (the statement or block goes on there, not on a line of its own). A comma does
+    not hang: the next argument or element on the next line is what comes."""
+    situation = env.ctx.situation
+    code = situation.line_prefix.rstrip()
+    opener = env.syntax.block_opener
+    return bool(code) and not situation.line_suffix.strip() and not (
+        (_DANGLING.search(code) and not _NOT_DANGLING.search(code)) or code.endswith(("(", "[", "{"))
+        or (opener is not None and opener.search(code)))
 
 
 def _is_closer_start(scan: _Scan, line: _Line) -> bool | None:
@@ -339,30 +515,57 @@ def _is_closer_only(stripped: str, syntax: _Syntax) -> bool:
     return not rest or rest in syntax.closer_words
 
 
+_SPACING = re.compile(r"\s*([^\w\s])\s*|\s+")
+
+
+def _spacing_free(code: str) -> str:
+    """`code` with the spacing that does not change its meaning taken out (around punctuation, runs of blanks)."""
+    return _SPACING.sub(lambda m: m.group(1) or " ", code.strip())
+
+
 def _suffix_line(scan: _Scan, i: int) -> _Cut | None:
     """A line equal to the first line below the cursor is where the suffix takes over (Continue).
+
+    Equal up to spacing: blanks around punctuation, and tabs against spaces in the indentation, are the
+    model's style, not new code. The indentation counts, since code at another depth is other code (Python),
+    except on a line the cursor starts: its indentation is the editor's as much as the model's, and the
+    line right above the suffix's own copy is a repeat at any depth.
 
     Lines of closers are left to `_closing_line`: nested blocks legitimately repeat them.
     """
     env = scan.env
     line = scan.lines[i]
     target = env.next_line
-    if target is None or not line.complete or _is_closer_only(target.strip(), env.syntax):
+    if target is None or not line.complete or not line.stripped or _is_closer_only(target.strip(), env.syntax):
         return None
     if i == 0 and env.ctx.situation.line_suffix.strip():
         return None  # the cursor line keeps its own rest; it is not a whole line
-    if line.full.rstrip() == target:
+    if _spacing_free(line.full) != _spacing_free(target):
+        return None
+    if (i == 0 and env.at_line_start) or line.indent == _indent_width(target):
         return _Cut(max(line.start - 1, 0), StopReason.SUFFIX_OVERLAP)
     return None
 
 
 def _repetition(scan: _Scan, i: int) -> _Cut | None:
-    """The same line three times in a row is a loop: keep the first (Continue)."""
-    if i < 2 or not scan.lines[i].complete:
+    """A loop is cut back to its first pass: the same line a third time in a row, or a block of lines a second
+    time (blank lines between them do not count). Two equal lines can be meant (`x += 1` twice, table rows);
+    a copied block of several lines is not. The line that completes the repeat decides, so a loop is never
+    generated further than that. A block of only closers is nesting, not a loop."""
+    line = scan.lines[i]
+    if not line.complete or not line.stripped:
         return None
-    first, second, third = (scan.lines[j].full.rstrip() for j in (i - 2, i - 1, i))
-    if first.strip() and first == second == third:
-        return _Cut(scan.lines[i - 2].end, StopReason.REPETITION)
+    indices, keys, position = scan.non_blank
+    k = position[i]
+    key = keys[k]
+    if k >= 2 and keys[k - 1] == key == keys[k - 2]:
+        return _Cut(scan.lines[indices[k - 2]].end, StopReason.REPETITION)
+    for period in range(2, min(_MAX_PERIOD, (k + 1) // 2) + 1):
+        if keys[k - period] != key or keys[k - 2 * period + 1 : k - period + 1] != keys[k - period + 1 : k + 1]:
+            continue
+        block = keys[k - period + 1 : k + 1]
+        if any(not _is_closer_only(code.strip(), scan.env.syntax) for code in block):
+            return _Cut(scan.lines[indices[k - period]].end, StopReason.REPETITION)
     return None
 
 
@@ -384,6 +587,67 @@ def _find_cut(text: str, env: _Env, final: bool, disabled: frozenset[str]) -> _C
             if cut is not None:
                 return cut
     return None
+
+
+# --- an answer the engine cut short (token limit, time budget): back to what is complete -----------
+
+
+def _dangling_end(text: str, env: _Env) -> int | None:
+    """Where to cut `text` so that it does not end mid-statement; None when its end is complete, or is the
+    text of the string or comment the cursor is in.
+
+    It is not when it leaves open a bracket it opened (cut before the line that opened it, keeping the
+    closers of its own that start that line: `} else {` keeps its `}`) or a string or comment, or when its
+    last line ends with a binary operator, `=`, a member access or a block opener (Python's `:`, Lua's
+    `then`). A trailing blank line goes too, so that the line above is judged.
+    """
+    read = _read_open(env.syntax, text, env.start)
+    if read.in_text:
+        return None
+    if read.unclosed or read.unterminated is not None:
+        at = min(read.unclosed[:1] + ([] if read.unterminated is None else [read.unterminated]))
+        line_start = text.rfind("\n", 0, at) + 1
+        code = keep = line_start + len(text[line_start:at]) - len(text[line_start:at].lstrip())
+        while keep < at and (keep in read.own_closers or (keep > code and text[keep] in ";,")):
+            keep += 1
+        return keep if keep > code else max(line_start - 1, 0)
+    last = text.rfind("\n") + 1
+    if not text[last:].strip():
+        return max(last - 1, 0) if text.strip() else None
+    end = _code_end(text, read.comments)
+    if end <= last:
+        return None  # the last line is a comment
+    line = (env.ctx.situation.line_prefix if last == 0 else "") + text[last:end]
+    opener = env.syntax.block_opener
+    if (_DANGLING.search(line) and not _NOT_DANGLING.search(line)) or (opener and opener.search(line)):
+        return max(last - 1, 0)
+    return None
+
+
+def _ends_cleanly(text: str, env: _Env) -> bool:
+    """Whether a cursor line the engine cut short ends a statement for sure: with `;` or a closer, nothing
+    left open. A word might be half-written (`retur`, `resu`), a string or number might go on."""
+    if not text.strip() or _dangling_end(text, env) is not None:
+        return False
+    end = _code_end(text, _read_open(env.syntax, text, env.start).comments)
+    return end > 0 and text[end - 1] in ";)]},"
+
+
+def _trim_cut_short(text: str, env: _Env) -> str:
+    """An answer the engine cut short is kept up to its last complete line, and from there back to the last
+    complete statement (see `_dangling_end`); one still on the cursor's line only if it ends cleanly."""
+    newline = text.rfind("\n")
+    if newline < 0:
+        if _ends_cleanly(text, env):
+            return text
+        # a list going on (`12, 13, 1`): its complete elements are worth showing, the one being written is not
+        comma = text.rfind(",")
+        kept = text[: comma + 1]
+        return kept if comma > 0 and _ends_cleanly(kept, env) else ""
+    text = text[:newline]
+    while (cut := _dangling_end(text, env)) is not None:
+        text = text[:cut]
+    return text
 
 
 # --- text rules: (text, env) -> text, applied to the cut text --------------------------------------
@@ -421,14 +685,74 @@ def _drop_line_suffix_overlap(text: str, env: _Env) -> str:
     return text
 
 
+def _space_unit(widths: list[int], level: int) -> int:
+    """Spaces a model meant as one tab, from the space indents it wrote (first line first) and the tab level
+    around the cursor: the likeliest unit that divides them all and puts the first within a level of it."""
+    for unit in _SPACES_PER_TAB:
+        if all(w % unit == 0 for w in widths) and abs(widths[0] // unit - level) <= 1:
+            return unit
+    return next((unit for unit in _SPACES_PER_TAB if all(w % unit == 0 for w in widths)), _SPACES_PER_TAB[0])
+
+
+def _reindent(text: str, env: _Env) -> str:
+    """Indent the suggestion as the file does: tabs where the file uses tabs (a model often writes spaces
+    in Go), its own width of spaces where it uses spaces. Only a line's leading whitespace changes, and not
+    on lines that start inside a string or comment, nor on the cursor line unless the cursor is at its start.
+    Spaces after tabs, and a remainder of spaces short of a level, are alignment and stay."""
+    style = env.file_indent
+    if style is None or env.start == _DISABLED:
+        return text
+    parts = text.split("\n")
+    spans = _lex(env.syntax, text, env.start)[1]
+    line_prefix = env.ctx.situation.line_prefix
+    lines = []  # (index, what precedes it on its line, its leading whitespace)
+    start = 0
+    for i, part in enumerate(parts):
+        line_start, start = start, start + len(part) + 1
+        if (i == 0 and (not env.at_line_start or env.start is not None)) or not part.strip():
+            continue
+        if any(s < line_start < e for s, e in spans):
+            continue
+        full = (line_prefix if i == 0 else "") + part
+        lines.append((i, line_prefix if i == 0 else "", full[: len(full) - len(full.lstrip(" \t"))]))
+    tabs, width = style[0] == "\t", style[1]
+    if tabs:
+        widths = [len(ws) for _, _, ws in lines if ws and not ws.strip(" ")]
+        if not widths:
+            return text
+        width = _space_unit(widths, env.tab_level)
+    for i, lead, ws in lines:
+        if tabs:
+            columns = len(ws.expandtabs(width))
+            new = "\t" * (columns // width) + " " * (columns % width) if ws.startswith(" ") else ws
+        else:
+            new = ws.expandtabs(width)
+        if new != ws and new.startswith(lead):
+            parts[i] = new[len(lead) :] + parts[i][len(ws) - len(lead) :]
+    return "\n".join(parts)
+
+
+def _drop_syntax_errors(text: str, env: _Env) -> str:
+    """Trim the suggestion to its longest start that adds no syntax errors to the code around the cursor
+    (cut at a line end, else after a `;` on its first line), or drop it: see `syntaxcheck`. Errors the
+    document already has do not count against it. Only the top-level definitions around the cursor are
+    parsed (`local_windows`: about 3 KB, two parses of 0.3 ms). Languages without a grammar are left alone."""
+    if not text.strip():
+        return text
+    prefix, suffix = local_windows(env.ctx.prefix, env.ctx.suffix, env.ctx.language)
+    return text[: first_harmless_cut(prefix, text, suffix, env.ctx.language)]
+
+
 # (name, rule, the reason it reports when it changes the text; None keeps the line rules' reason)
 _TEXT_RULES: tuple[tuple[str, Callable[[str, _Env], str], str | None], ...] = (
     ("trailing_whitespace", _strip_trailing_whitespace, None),
     ("line_suffix_overlap", _drop_line_suffix_overlap, StopReason.SUFFIX_OVERLAP),
+    ("indentation", _reindent, None),
+    ("syntax", _drop_syntax_errors, StopReason.SYNTAX),
 )
 
 # Every rule's name, in the order the rules run: what `disabled` takes and `eval --ablate` reports.
-RULES: tuple[str, ...] = tuple(rule[0] for rule in (*_LINE_RULES, *_TEXT_RULES))
+RULES: tuple[str, ...] = (*(rule[0] for rule in _LINE_RULES), "cut_short", *(rule[0] for rule in _TEXT_RULES))
 
 
 def check_rules(names: Iterable[str]) -> frozenset[str]:
@@ -452,17 +776,22 @@ def stop_reason(text: str, ctx: Context, disabled: frozenset[str] = frozenset())
 
 
 def postprocess(
-    text: str, ctx: Context, disabled: frozenset[str] = frozenset()
+    text: str, ctx: Context, disabled: frozenset[str] = frozenset(), *, cut_short: bool = False
 ) -> tuple[str, StopReason | None]:
     """The final suggestion, and which rule cut it last ('single_line', 'block_end', 'suffix_overlap',
-    'repetition'), or None if nothing was cut. Rules named in `disabled` (see
-    `RULES`) are skipped: with all of them disabled the text comes back as it is."""
+    'repetition'), or None if nothing was cut (trimming a cut-short answer, re-indenting and the syntax
+    check keep the reason they found). `cut_short`: the engine stopped the answer at its token limit or
+    time budget, so its last line is unfinished. Rules named in `disabled` (see `RULES`) are skipped:
+    with all of them disabled the text comes back as it is."""
     disabled = check_rules(disabled)
     env = _env(ctx)
     reason = None
-    cut = _find_cut(text, env, True, disabled)
+    cut_short = cut_short and "cut_short" not in disabled
+    cut = _find_cut(text, env, not cut_short, disabled)
     if cut is not None:
         text, reason = text[: cut.end], cut.reason
+    elif cut_short:  # where a line rule cut, the code had ended before the engine stopped
+        text = _trim_cut_short(text, env)
     for name, rule, why in _TEXT_RULES:
         if name in disabled:
             continue
