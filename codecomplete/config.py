@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -99,12 +100,34 @@ _INT_KEYS = frozenset(f.name for f in fields(Settings) if f.type in ("int", "int
 _BOOL_KEYS = frozenset(f.name for f in fields(Settings) if f.type == "bool")
 
 
+# Integer settings' ranges: one editor's setting reaches the shared daemon, and an absurd one (n_threads 100000
+# segfaulted llama.cpp; n_ctx 10^9 grew memory without bound) must be refused where it enters. n_threads is also
+# bounded by the machine (logical CPUs); n_ctx by the model and by memory when it loads (engines/llama.py).
+_RANGES: dict[str, tuple[int, int]] = {
+    "max_tokens": (1, 4096),
+    "max_tokens_single_line": (1, 4096),
+    "token_budget": (16, 1 << 17),
+    "time_budget_ms": (1, 3_600_000),
+    "n_ctx": (256, 1 << 17),
+    "n_threads": (1, 1024),
+    "n_gpu_layers": (-1, 100_000),
+    "main_gpu": (0, 64),
+    "kv_slots": (0, 16),
+    "repo_context_budget": (0, 1 << 16),
+}
+_MAX_STRING = 4096  # a model path or a URL; longer is garbage
+
+
 def _check_type(key: str, value: Any) -> Any:
     if key in _INT_KEYS:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"setting {key} must be an integer, got {value!r}")
-        if value < 0 and key != "n_gpu_layers":
-            raise UserError(f"setting {key} must not be negative, got {value}")
+            raise UserError(f"setting {key} must be an integer, got {value!r}"[:200])
+        low, high = _RANGES[key]
+        if key == "n_threads":
+            high = os.cpu_count() or 1
+        if not low <= value <= high:
+            raise UserError(f"setting {key} must be between {low} and {high}, got {value}"
+                            + (" (the logical CPUs of this machine)" if key == "n_threads" else ""))
         return value
     if key in _BOOL_KEYS:
         if not isinstance(value, bool):
@@ -123,15 +146,21 @@ def _check_type(key: str, value: Any) -> Any:
             raise UserError(f"setting fim must be one of {', '.join(FIM_FAMILIES)}, got {value!r}")
         return value
     if key in ("repo_include", "repo_exclude", "postprocess_skip"):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, str) and len(v) <= _MAX_STRING for v in value):
             raise UserError(f"setting {key} must be a list of strings")
+        if len(value) > 1000:
+            raise UserError(f"setting {key} has {len(value)} entries; at most 1000")
         return list(value)
     if key == "languages":
         if not isinstance(value, Mapping) or not all(isinstance(v, bool) for v in value.values()):
             raise UserError("setting languages must map language names to true/false")
+        if len(value) > 1000:
+            raise UserError(f"setting languages has {len(value)} entries; at most 1000")
         return dict(value)
     if not isinstance(value, str):
-        raise UserError(f"setting {key} must be a string, got {value!r}")
+        raise UserError(f"setting {key} must be a string, got {value!r}"[:200])
+    if len(value) > _MAX_STRING or "\0" in value:
+        raise UserError(f"setting {key} is not a usable value ({len(value)} characters)")
     return value
 
 
@@ -147,11 +176,24 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Defaults, then the config file (if any), then ``overrides``."""
     path = config_path()
     from_file: dict[str, Any] = {}
-    if path.is_file():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise UserError(f"config file {path}: cannot read ({exc.strerror or exc})") from None
+    if st is not None:
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"config file {path} is not a file (a directory or a device); set CODECOMPLETE_CONFIG "
+                            "to a TOML file or remove it")
+        if st.st_size > 1 << 20:
+            raise UserError(f"config file {path} is {st.st_size >> 20} MiB: not a config file")
         try:
             from_file = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"config file {path}: {exc}") from None
+        except OSError as exc:
+            raise UserError(f"config file {path}: cannot read ({exc.strerror or exc})") from None
     try:
         settings = Settings().with_overrides(from_file)
     except UserError as exc:

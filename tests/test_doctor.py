@@ -101,14 +101,18 @@ def test_broken_config_fails_and_settings_show_in_their_lines(env: dict[str, str
     config.write_text('n_ctx = "big"\n')
     assert checks(run("--json"))["config"]["verdict"] == "fail"
 
-    config.write_text('format = "psm"\nn_gpu_layers = 12\nn_threads = 64\nn_ctx = 16384\n')
+    config.write_text(f"n_threads = {(os.cpu_count() or 1) + 1}\n")
+    found = checks(run("--json"))
+    assert found["config"]["verdict"] == "fail" and "logical CPUs" in found["config"]["detail"]
+
+    config.write_text('format = "psm"\nn_gpu_layers = 12\nn_threads = 1\nn_ctx = 16384\n')
     proc = run("--json")
     found = checks(proc)
     assert proc.returncode == 1 and found["config"]["verdict"] == "ok"
     assert found["FIM family"]["verdict"] == "fail" and "no fill-in-the-middle tokens" in found["FIM family"]["detail"]
     assert found["GPU layers"]["verdict"] == "warn" and "no GPU backend" in found["GPU layers"]["detail"]
-    assert found["threads"]["verdict"] == "warn" and found["threads"]["data"]["n_threads"] == 64
-    assert found["context"]["verdict"] == "warn" and "8192" in found["context"]["detail"]
+    assert found["threads"]["verdict"] == "ok" and found["threads"]["data"]["n_threads"] == 1
+    assert found["context"]["verdict"] == "fail" and "8192" in found["context"]["detail"]
 
 
 def test_running_daemon_shows_its_private_socket(env: dict[str, str]) -> None:

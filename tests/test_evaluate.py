@@ -212,7 +212,7 @@ def test_an_unwritable_json_path_fails_before_any_work(tmp_path, capsys):
 def raw_with_junk(case: Case, fmt: str) -> tuple[Answer, Context]:
     """The masked text, then a line at the left margin that breaks the program unless a rule cuts it."""
     ctx = build_context(case.text, case.offset, case.language, len, budget=100_000)
-    return answer(case.task.middle.removesuffix("\n") + "\ndef junk(:\n"), ctx
+    return answer(case.task.middle.removesuffix("\n") + "\nassert False, \"junk\"\n"), ctx
 
 
 @pytest.mark.slow

@@ -108,15 +108,17 @@ def test_an_answer_cut_short_keeps_only_its_complete_lines() -> None:
     assert "\n" not in cut.suggestion.strip()
 
 
-def test_fim_layouts_follow_the_model_and_the_cursor() -> None:
+def test_fim_layouts_follow_the_model_not_the_cursor() -> None:
+    """One layout per model: a layout that flipped between keystrokes re-evaluated the whole prompt each time."""
     text = "def f(x):\n    return x\n"
     prefix_only = Completer(FakeEngine(), PINNED).complete(text, 10, "python")
     assert prefix_only.format == "prefix" and "<PRE>" not in prefix_only.prompt
     fim = Completer(FakeEngine(fim=True), PINNED)
-    at_boundary = fim.complete(text, 10, "python")  # after "\n": SPM, the suffix first
+    at_boundary = fim.complete(text, 10, "python", key="a.py")  # after "\n": SPM, the suffix first
     assert at_boundary.format == "spm" and at_boundary.prompt.startswith("<PRE><SUF>    return x")
-    mid_word = fim.complete(text, text.index("urn"), "python")  # inside a word: PSM
-    assert mid_word.format == "psm" and mid_word.prompt.startswith("<PRE>def f(x):\n    ret<SUF>")
+    mid_word = fim.complete(text, text.index("urn"), "python", key="a.py")  # inside a word: SPM, healed
+    assert mid_word.format == "spm" and mid_word.prompt.startswith("<PRE><SUF>urn x")
+    assert (mid_word.prompt + mid_word.token_healing).endswith("<MID>def f(x):\n    ret")
 
 
 def test_post_processing_ends_the_generation_where_the_code_ends() -> None:

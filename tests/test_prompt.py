@@ -112,15 +112,15 @@ def test_spm_puts_prefix_last(engine: LlamaEngine) -> None:
 
 
 def test_choose_format() -> None:
-    assert choose_format("codellama", "auto", "def f(x):\n    ") == "spm"
-    assert choose_format("codellama", "auto", "def f(x): ret") == "psm"  # split inside a word: PSM
-    assert choose_format("starcoder", "auto", "x") == "psm"
-    assert choose_format("none", "auto", "x") == "prefix"
-    assert choose_format("codestral", "auto", "x") == "spm"
+    # one layout per model, whatever the cursor: the prompt's start stays while typing (healing covers mid-word)
+    assert choose_format("codellama", "auto") == "spm"
+    assert choose_format("starcoder", "auto") == "psm"
+    assert choose_format("none", "auto") == "prefix"
+    assert choose_format("codestral", "auto") == "spm"
     with pytest.raises(UserError, match="no fill-in-the-middle"):
-        choose_format("none", "psm", "x")
+        choose_format("none", "psm")
     with pytest.raises(UserError, match="not trained for SPM"):
-        choose_format("qwen", "spm", "x")
+        choose_format("qwen", "spm")
 
 
 @pytest.mark.slow

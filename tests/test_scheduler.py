@@ -13,6 +13,7 @@ import pytest
 from fakes import FakeEngine
 
 from codecomplete.config import Settings
+from codecomplete.errors import UserError
 from codecomplete.serving.backend import LocalBackend
 from codecomplete.serving.request import Request
 from codecomplete.serving.scheduler import Scheduler, Unavailable
@@ -121,13 +122,21 @@ async def test_clients_take_turns(engine: FakeEngine) -> None:
         scheduler.stop()
 
 
+async def test_editors_that_come_and_go_leave_no_state_behind(scheduler: Scheduler) -> None:
+    """A tray daemon runs for weeks; each editor restart is a new client."""
+    for i in range(300):
+        answer = await scheduler.complete(f"editor-{i}", request(f"{i}.py", f"# {i}\nx = "))
+        assert answer.shown == "a + b"
+    assert len(scheduler._turn) <= 65 and len(scheduler._queues) <= 65
+
+
 async def test_a_long_generation_gives_way_after_its_fair_slice(engine: FakeEngine) -> None:
     engine.token_delay_s = 0.005
     engine.script = "line = 1\n" * 300
     scheduler = make(engine, fair_slice_s=0.05)
     try:
         long = asyncio.ensure_future(scheduler.complete("editor-a", request(settings=SETTINGS.with_overrides(
-            {"postprocess": False, "max_tokens": 5000, "max_tokens_single_line": 5000}))))
+            {"postprocess": False, "max_tokens": 4096, "max_tokens_single_line": 4096}))))
         await until(lambda: engine.generated >= 30, "a few lines of the long generation")
         engine.script = "b"
         started = time.monotonic()
@@ -252,3 +261,45 @@ async def test_the_editors_own_server_runs_through_the_same_scheduler(engine: Fa
         assert backend.last_completion()["completion"] == "y"
     finally:
         backend.close()
+
+
+async def test_a_switch_that_cannot_load_keeps_the_previous_model_serving(engine: FakeEngine) -> None:
+    def factory(settings: Settings) -> FakeEngine:
+        if settings.n_ctx == 8192:
+            raise UserError("cannot load model fake.gguf: n_ctx 8192 is more than it was trained for (4096)")
+        return engine
+
+    service = CompletionService(SETTINGS, engine_factory=factory)
+    scheduler = Scheduler(service)
+    scheduler.start(preload=True)
+    try:
+        with pytest.raises(UserError, match="trained for .*still serving with the previous settings"):
+            await scheduler.switch("editor", SETTINGS.with_overrides({"n_ctx": 8192}))
+        assert service.settings.n_ctx == SETTINGS.n_ctx and service.ready
+        assert (await scheduler.complete("editor", request())).shown == "a + b"
+    finally:
+        scheduler.stop()
+
+
+async def test_a_cold_window_is_cut_to_fit_the_time_budget_and_the_full_one_prefilled() -> None:
+    """On a slow machine the first answer in a file comes from a window that fits the budget; meanwhile the full
+    window is evaluated in the background, and the next keystroke gets the full context at a keystroke's cost."""
+    engine = FakeEngine(script="total", prompt_delay_s=0.002)  # ~500 prompt tokens/s: a slow CPU, scripted
+    settings = Settings(time_budget_ms=300, token_budget=400, max_tokens=8, max_tokens_single_line=8,
+                        prefetch=False)
+    scheduler = make(engine)
+    text = "".join(f"value_{i} = compute({i})\n" for i in range(60))
+    try:
+        first = await scheduler.complete("editor", request(text=text, settings=settings))
+        assert first.completion.windows_cut and first.shown == "total"
+        assert len(first.completion.prompt_token_ids) < 250  # what fits ~0.2 s at ~500 tokens/s
+        await until(lambda: len(engine.prompts) >= 2 and scheduler.running is None and not scheduler.queue_length(),
+                    "the prefill", timeout=20)
+        assert len(engine.prompts) == 2, [len(p) for p in engine.prompts]
+        full = engine.prompts[-1]
+        assert len(full) > 350  # the settings' budget: 400 tokens of the file
+        typed = await scheduler.complete("editor", request(text=text + "x", settings=settings))
+        assert not typed.completion.windows_cut and len(typed.completion.prompt_token_ids) > 350
+        assert typed.completion.tokens["evaluated"] < 32  # the prefilled window was reused
+    finally:
+        scheduler.stop()

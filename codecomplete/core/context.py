@@ -56,6 +56,12 @@ _CLOSING_ONLY = re.compile(r"[\s)\]};]*")
 # file that was 5-9 ms per keystroke unbounded, 3 ms at 8 KB, under 1 ms at 2 KB. 2 KB holds a prefix-only
 # suffix window (10 % of the budget) and two thirds of a FIM one; past it the window's end snaps to lines.
 PARSE_BELOW = 2048
+# No token of any vocabulary in use covers more characters than this: a text longer than budget * this cannot fit.
+MAX_CHARS_PER_TOKEN = 64
+# Past these the context reads text instead of a syntax tree: a line of minified code nests expressions millions
+# of nodes deep, and megabytes before the cursor take seconds to parse (the LSP keeps no tree past this size).
+MAX_PARSED_LINE_CHARS = 10_000
+MAX_PARSED_CHARS = 4 * 1024 * 1024
 
 
 def parse_end(text: str, offset: int) -> int:
@@ -109,26 +115,31 @@ def build_context(
     if not 0.0 <= prefix_share <= 1.0:
         raise UserError(f"prefix share must be between 0 and 1, got {prefix_share}")
     name = (normalize_language(language) or language) if language else None
-    if tree is None and name is not None:
-        parser = get_parser(name)
-        if parser is not None:
-            tree = parser.parse(text[: parse_end(text, offset)].encode("utf-8"))
-    root = tree.root_node if tree is not None else None
-
     row = text.count("\n", 0, offset)
     line_start = text.rfind("\n", 0, offset) + 1
     newline = text.find("\n", offset)
     line_end = len(text) if newline < 0 else newline + 1
+    if line_end - line_start > MAX_PARSED_LINE_CHARS:  # minified code: its syntax tree is millions of nodes deep
+        tree = None
+    elif tree is None and name is not None and parse_end(text, offset) <= MAX_PARSED_CHARS:
+        parser = get_parser(name)
+        if parser is not None:
+            tree = parser.parse(text[: parse_end(text, offset)].encode("utf-8"))
+    root = tree.root_node if tree is not None else None
     spec = spec_for(name)
     situation = _situation(text, offset, row, line_start, line_end, spec, root)
-    line_prefix = text[line_start:offset]
-    line_suffix = text[offset:line_end]
+    # A line longer than any budget could hold (minified code) is cut to what could fit before it is tokenized:
+    # tokenizing a 5 MB line to learn that it does not fit cost tens of seconds.
+    reach = budget * MAX_CHARS_PER_TOKEN
+    line_prefix = text[max(line_start, offset - reach) : offset]
+    line_suffix = text[offset : min(line_end, offset + reach)]
 
     prefix_budget = int(budget * prefix_share)
     suffix_budget = budget - prefix_budget
     prefix_cost = count_tokens(line_prefix) if line_prefix else 0
     suffix_cost = count_tokens(line_suffix) if line_suffix else 0
-    if prefix_cost + suffix_cost > budget:  # one enormous cursor line (minified code): cut inside it
+    trimmed = line_start < offset - reach or line_end > offset + reach
+    if trimmed or prefix_cost + suffix_cost > budget:  # one enormous cursor line (minified code): cut inside it
         prefix, suffix = _cut_cursor_line(
             line_prefix, line_suffix, prefix_cost, suffix_cost, prefix_budget, budget, count_tokens
         )
@@ -196,6 +207,8 @@ def _extra_cost(
     return extra
 
 
+
+
 class _Side:
     """Whole lines on one side of the cursor line, counted outward until a token budget is spent.
 
@@ -211,7 +224,7 @@ class _Side:
         self.edges = [edge]
         self.cumulative = [0]  # cumulative[k]: tokens in the first k lines taken
         self.at_edge = False  # every line up to the start/end of the file is taken
-        self._pending: tuple[int, int] | None = None
+        self._pending: tuple[int, str, int | None] | None = None  # the next line: (far edge, text, cost)
 
     @property
     def taken(self) -> int:
@@ -222,15 +235,21 @@ class _Side:
         return self.cumulative[-1]
 
     def fill(self, avail: int) -> None:
-        """Take whole lines while their total stays within `avail` tokens."""
+        """Take whole lines while their total stays within `avail` tokens. A line too long to fit by its length
+        alone is not tokenized (its cost stays unknown until a budget could hold it)."""
         while True:
             if self._pending is None:
                 line = self._next_line()
                 if line is None:
                     self.at_edge = True
                     return
-                self._pending = (line[0], self.count_tokens(line[1]))
-            new, cost = self._pending
+                self._pending = (line[0], line[1], None)
+            new, line_text, cost = self._pending
+            if cost is None:
+                if len(line_text) > (avail - self.used + 1) * MAX_CHARS_PER_TOKEN:
+                    return
+                cost = self.count_tokens(line_text)
+                self._pending = (new, line_text, cost)
             if self.used + cost > avail:
                 return
             self._pending = None
@@ -547,8 +566,9 @@ def _situation(
     spec: LanguageSpec | None,
     root: tree_sitter.Node | None,
 ) -> Situation:
-    line_prefix = text[line_start:offset]
-    line_suffix = text[offset:line_end].removesuffix("\n").removesuffix("\r")
+    # Of a very long line only the part near the cursor is read: enough to tell strings and openers apart.
+    line_prefix = text[max(line_start, offset - MAX_PARSED_LINE_CHARS) : offset]
+    line_suffix = text[offset : min(line_end, offset + MAX_PARSED_LINE_CHARS)].removesuffix("\n").removesuffix("\r")
     line = line_prefix + line_suffix
     markers = (spec.line_comment,) if spec else ("//", "#")
 

@@ -60,14 +60,17 @@ def detect_family(tok: Tokenizer) -> str:
     return family
 
 
-def choose_format(family: str, requested: str, prefix: str) -> str:
-    """Resolve ``auto``; reject a layout the model was not trained for, with a line that says what to use."""
+def choose_format(family: str, requested: str) -> str:
+    """Resolve ``auto``; reject a layout the model was not trained for, with a line that says what to use.
+
+    Code Llama gets SPM always: the prompt ends with the prefix, so typing only appends to it and the KV cache
+    keeps everything before the cursor. SPM is weaker when the prefix ends inside a word (Code Llama paper,
+    App. E); token healing (``with_token_healing``) lets the model re-type that word's last token, so the layout
+    never flips between PSM and SPM from one keystroke to the next (a flip re-evaluated the whole prompt)."""
     if requested == "auto":
         if family == "none":
             return "prefix"
-        if family == "codestral" or (family == "codellama" and _ends_on_boundary(prefix)):
-            return "spm"
-        return "psm"
+        return "spm" if family in ("codellama", "codestral") else "psm"
     if requested not in FORMATS:
         raise UserError(f"unknown format {requested!r}: use auto, psm, spm or prefix")
     if requested != "prefix" and family == "none":
@@ -77,11 +80,6 @@ def choose_format(family: str, requested: str, prefix: str) -> str:
     if requested == "psm" and family == "codestral":
         raise UserError("codestral models are suffix-first: use --format spm (or auto)")
     return requested
-
-
-def _ends_on_boundary(prefix: str) -> bool:
-    """SPM continues the prefix's last token; splitting inside a word hurts it (Code Llama paper, App. E)."""
-    return not prefix or not (prefix[-1].isalnum() or prefix[-1] == "_")
 
 
 def encode(tok: Tokenizer, text: str) -> list[int]:

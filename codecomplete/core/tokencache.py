@@ -20,6 +20,7 @@ from codecomplete.types import Tokenizer
 MIN_LENGTH = 2048  # characters: shorter texts are cheap to tokenize whole
 MAX_CHUNKS = 32768  # remembered chunk tokenizations (a few MB): several large files' worth
 MAX_HEADS = 64
+WARM_MAX_CHUNK = 16384  # characters: a longer chunk is not tokenized ahead (it can take seconds)
 _PROBE = "".join(
     f"def step_{i}(value, scale={i}):\n    \"\"\"Step {i}.\"\"\"\n    total = value * scale + {i}  # why\n"
     f"    if total > limit_{i}:\n        return None\n    items[{i}] = {{'k': total}}\n    return total\n\n\n"
@@ -56,7 +57,8 @@ class IncrementalTokenizer:
         for i in range(len(cuts) - 1):
             if i % 64 == 0 and cancel is not None and cancel.is_set():
                 return
-            self._chunk(text[cuts[i] : cuts[i + 1]])
+            if cuts[i + 1] - cuts[i] <= WARM_MAX_CHUNK:  # minified code: tokenized if a window ever takes it
+                self._chunk(text[cuts[i] : cuts[i + 1]])
 
     def _composed(self, text: str) -> list[int]:
         """The head (up to the first safe split) as a text of its own, then every chunk without the dummy

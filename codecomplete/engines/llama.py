@@ -60,7 +60,7 @@ _VOCAB_TYPES = {0: "none", 1: "spm", 2: "bpe", 3: "wpm", 4: "ugm", 5: "rwkv", 6:
 # `▁<EOT>` as end-of-generation, so an engine that only stops on EOG runs straight past it.
 _EOT_TEXTS = ("▁<EOT>", "<EOT>")
 # What llama.cpp logs as errors when an Interrupt stops it (GGML_STATUS_ABORTED, llama_decode's 2): we asked.
-_ABORTED = re.compile(r"compute status: 1$|failed to decode, ret = 2$")
+_ABORTED = re.compile(r"compute status: 1$|failed to decode, ret = 2$|compute_async failed with error 1$")
 
 
 def _abort_if_nonempty() -> Any:
@@ -96,6 +96,21 @@ def kv_bytes_per_token(model: Any) -> int:
     n_head, n_head_kv = llama_cpp.llama_model_n_head(model), llama_cpp.llama_model_n_head_kv(model)
     head_dim = llama_cpp.llama_model_n_embd(model) // max(1, n_head)
     return 2 * n_layer * n_head_kv * head_dim * 2
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux: MemAvailable); None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def compiled_backends() -> list[str]:
@@ -153,8 +168,10 @@ class LlamaEngine:
                 raise ModelLoadError(f"cannot load model {path}: llama.cpp rejected it ({exc})") from None
 
         self._model = loaded(lambda: _internals.LlamaModel(path_model=str(path), params=model_params, verbose=True))
+        per_slot = kv_bytes_per_token(self._model.model) * n_ctx
         if slots is None:
-            slots = max(1, min(MAX_SLOTS, KV_BUDGET_BYTES // max(1, kv_bytes_per_token(self._model.model) * n_ctx)))
+            slots = max(1, min(MAX_SLOTS, KV_BUDGET_BYTES // max(1, per_slot)))
+        self._check_fits(path, n_ctx, slots * per_slot)
         ctx_params = llama_cpp.llama_context_default_params()
         ctx_params.n_ctx = n_ctx * slots
         ctx_params.n_batch = ctx_params.n_ubatch = _BATCH_TOKENS
@@ -182,6 +199,22 @@ class LlamaEngine:
         self.info = self._read_info(path, n_gpu_layers)
         self._piece_table()  # at load, not in the first request's latency
         self._can_shift = self._memory is not None and bool(llama_cpp.llama_memory_can_shift(self._memory))
+
+    def _check_fits(self, path: Path, n_ctx: int, kv_bytes: int) -> None:
+        """n_ctx within what the model was trained for, and a KV cache the machine's free memory holds: refused in
+        one line before llama.cpp allocates it (an n_ctx of 10^9 grew a daemon's memory without bound)."""
+        trained = llama_cpp.llama_model_n_ctx_train(self._model.model)
+        problem = None
+        if trained > 0 and n_ctx > trained:
+            problem = f"n_ctx {n_ctx} is more than {path.name} was trained for ({trained})"
+        else:
+            free = available_memory()
+            if free is not None and kv_bytes > free * 0.8:
+                problem = (f"n_ctx {n_ctx} needs {kv_bytes / (1 << 30):.1f} GiB of KV cache and this machine has "
+                           f"{free / (1 << 30):.1f} GiB free: lower n_ctx (or kv_slots)")
+        if problem is not None:
+            self._stack.close()
+            raise ModelLoadError(f"cannot load model {path}: {problem}")
 
     # --- model facts -------------------------------------------------------------------------------
 
@@ -337,6 +370,24 @@ class LlamaEngine:
                                              heal)
             finally:  # the flag may be freed once this request is done
                 llama_cpp.llama_set_abort_callback(self._ctx.ctx, _ABORT_IF_NONEMPTY, ctypes.addressof(_NEVER))
+
+    def reusable(self, prompt: Sequence[int], key: str | None = None) -> int:
+        slot = next((s for s in self.slots if s.key == (key or "")), None)
+        if slot is None:
+            return 0
+        reused = min(_common_prefix(slot.tokens, prompt), slot.blocks_done) // EVAL_BLOCK_TOKENS * EVAL_BLOCK_TOKENS
+        return reused if reused < len(prompt) else (reused - 1) // EVAL_BLOCK_TOKENS * EVAL_BLOCK_TOKENS
+
+    def adopt(self, source: str, target: str) -> None:
+        with self._lock:
+            slot = next((s for s in self.slots if s.key == source), None)
+            if slot is None:
+                return
+            for other in self.slots:
+                if other.key == target:
+                    self._forget(other)
+                    other.key, other.used = None, 0
+            slot.key, slot.used = target, next(self._clock)
 
     def _slot_for(self, key: str) -> _Slot:
         """The document's own slot, or for a new document the slot used longest ago, emptied."""

@@ -872,6 +872,13 @@ class RemoteEngine:
                 return (chunk.text[:cut] if cut >= 0 else chunk.text), tokens[:k], True
         return chunk.text, tokens, False
 
+    def reusable(self, prompt: Sequence[int], key: str | None = None) -> int:
+        """The server keeps its own cache and speed: treated as all cached (windows are never cut for time)."""
+        return len(prompt)
+
+    def adopt(self, source: str, target: str) -> None:
+        """Nothing to hand over: the server's cache is its own."""
+
     def close(self) -> None:
         self._http.close()
 

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from codecomplete.config import Settings
+from codecomplete.config import MODEL_KEYS, Settings
 from codecomplete.serving.request import Answer, Deliver, Request
 from codecomplete.serving.scheduler import Scheduler
 from codecomplete.serving.service import CompletionService
@@ -41,7 +41,8 @@ class CompletionBackend(Protocol):
         """Switch settings; True when the model must be (re)loaded for them."""
 
     async def load(self) -> None:
-        """Get the model ready (here, or in the daemon); failures end in ``state == "error"``."""
+        """Get the model ready (here, or in the daemon); failures end in ``state == "error"``, except a switch to
+        settings that cannot load, which leaves the previous model serving and raises UserError with the reason."""
 
     async def complete(self, request: Request, *, deliver: Deliver | None = None) -> Answer: ...
 
@@ -53,6 +54,9 @@ class CompletionBackend(Protocol):
         """A document was closed: drop what is kept for it and stop its request."""
 
     async def status(self) -> dict[str, Any]: ...
+
+    def summary(self) -> dict[str, Any]:
+        """state, error, model, model_name and family, without a round trip (for status notifications)."""
 
     def last_completion(self) -> dict[str, Any] | None:
         """The last completion's JSON: the exact prompt, tokens, timings and stop reason."""
@@ -70,6 +74,7 @@ class LocalBackend:
         self.service = CompletionService(settings)
         self.scheduler = Scheduler(self.service)
         self.scheduler.start()
+        self._switch_to: Settings | None = None  # settings the next load switches to (the model serves others)
 
     @property
     def settings(self) -> Settings:
@@ -91,11 +96,21 @@ class LocalBackend:
         """Nothing here goes away behind the editor's back."""
 
     def update_settings(self, settings: Settings) -> bool:
-        return self.service.update_settings(settings)
+        if self.service.completer is None:  # nothing loaded yet: the first load takes these
+            return self.service.update_settings(settings)
+        reload = any(getattr(settings, k) != getattr(self.service.settings, k) for k in MODEL_KEYS)
+        if reload:
+            self._switch_to = settings
+        else:
+            self.service.update_settings(settings)
+        return reload or self.service.state == "error"
 
     async def load(self) -> None:
-        self.service.state = "idle"  # a reload: settings that name the model changed
-        await self.scheduler.load(self.CLIENT)
+        switch_to, self._switch_to = self._switch_to, None
+        if switch_to is not None:
+            await self.scheduler.switch(self.CLIENT, switch_to)
+        else:
+            await self.scheduler.load(self.CLIENT)
 
     async def complete(self, request: Request, *, deliver: Deliver | None = None) -> Answer:
         return await self.scheduler.complete(self.CLIENT, request, deliver=deliver)
@@ -110,6 +125,9 @@ class LocalBackend:
 
     async def status(self) -> dict[str, Any]:
         return self.service.status()
+
+    def summary(self) -> dict[str, Any]:
+        return self.service.summary()
 
     def last_completion(self) -> dict[str, Any] | None:
         last = self.service.last

@@ -38,6 +38,7 @@ from codecomplete.types import StopReason
 log = logging.getLogger(__name__)
 
 HISTOGRAM_MS = (50, 100, 200, 500, 1000, 2000, 5000)
+_REMEMBERED_CLIENTS = 64  # clients whose last turn is kept; one that went quiet has nothing queued
 
 
 class Unavailable(UserError):
@@ -124,7 +125,9 @@ class Scheduler:
         self.unloaded = False  # the model was unloaded for idleness and reloads on demand
         self.histogram = Histogram()
         self.last_active = time.monotonic()
-        self.waiting: frozenset[str] = frozenset()  # clients with queued jobs (read lock-free by JobCancel)
+        # Clients with a queued request (not background work): read lock-free by JobCancel. Background work gives
+        # way to requests only; queued behind one another, background jobs simply take turns.
+        self.waiting: frozenset[str] = frozenset()
         self._cond = threading.Condition()
         self._queues: dict[str, deque[Job]] = {}
         self._turn: dict[str, int] = {}  # client → serial of its last turn: least recently served goes first
@@ -168,7 +171,14 @@ class Scheduler:
         return Answer(result, job.outcome)
 
     def _prefetch_after(self, client: str, request: Request, shown: Completion) -> None:
-        if shown.suggestion and not self.paused:
+        """Background work after an answer: the full window when this one was cut for time, then the next
+        suggestion for where accepting this one leaves the cursor."""
+        if self.paused:
+            return
+        if shown.windows_cut:
+            self.submit(self.new_job(client, lambda cancel: self.service.prefill(request, cancel),
+                                     key=request.key, background=True, waited=False))
+        if shown.suggestion:
             self.submit(self.new_job(client, lambda cancel: self.service.prefetch(request, shown.suggestion, cancel),
                                      key=request.key, background=True, waited=False))
 
@@ -196,12 +206,23 @@ class Scheduler:
                 done()
 
     async def switch(self, client: str, settings: Settings) -> None:
-        """Load the model these settings name, for everyone (as a job: in turn with the requests)."""
+        """Load the model these settings name, for everyone (as a job: in turn with the requests). When it cannot
+        load, the previous settings and model stay and serve, and the caller gets the reason (UserError)."""
 
         def work(_cancel: JobCancel) -> None:
+            previous, was_loaded = self.service.settings, self.service.completer is not None
             self.service.update_settings(settings)
             self.service.state = "idle"  # a reload even when only n_ctx or threads changed
-            self._ensure_loaded()
+            try:
+                self._ensure_loaded()
+            except UserError as exc:
+                self.service.update_settings(previous)
+                if was_loaded:
+                    self.service.state = "idle"
+                    self._ensure_loaded()
+                else:
+                    self.service.state, self.service.error = "idle", None
+                raise UserError(f"{exc}; still serving with the previous settings") from None
 
         await self.run(self.new_job(client, work, needs_model=False))
 
@@ -246,7 +267,7 @@ class Scheduler:
                     running.cancel.set()
             queue.append(job)
             self._update_waiting()
-            if self.running is not None:
+            if self.running is not None and not job.cancel.background:
                 self.running.cancel.make_way()
             self._cond.notify()
         return job
@@ -328,7 +349,7 @@ class Scheduler:
     # --- the model thread -------------------------------------------------------------------------------
 
     def _update_waiting(self) -> None:
-        self.waiting = frozenset(c for c, q in self._queues.items() if q)
+        self.waiting = frozenset(c for c, q in self._queues.items() if any(not j.cancel.background for j in q))
 
     def _finish(self, job: Job, value: Any, error: BaseException | None, outcome: StopReason | None) -> None:
         if outcome is not None:
@@ -353,6 +374,9 @@ class Scheduler:
         job = self._queues[client].popleft()
         self._serial += 1
         self._turn[client] = self._serial
+        if len(self._turn) > _REMEMBERED_CLIENTS:  # editors come and go for the daemon's lifetime
+            self._queues = {c: q for c, q in self._queues.items() if q}
+            self._turn = {c: t for c, t in self._turn.items() if c in self._queues or c == client}
         self._update_waiting()
         return job
 
@@ -413,6 +437,7 @@ class Scheduler:
         self.loads += 1
         self.last_load_ms = (time.perf_counter() - start) * 1000
         self.unloaded = False
+        self.last_active = time.monotonic()  # idleness counts from the end of the load, not from before it
         if not self.service.ready:
             raise Unavailable(self.service.error or "the model did not load")
 

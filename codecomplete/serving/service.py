@@ -76,7 +76,14 @@ class CompletionService:
             except Exception as exc:  # llama.cpp failures we did not foresee still must not kill the server
                 self.state, self.error = "error", f"cannot load model: {exc}"
                 return
-            self.completer = Completer(engine, self.settings)
+            completer = Completer(engine, self.settings)
+            try:
+                completer.calibrate()
+            except Exception as exc:  # a model that cannot generate is no model
+                engine.close()
+                self.state, self.error = "error", f"cannot use model: {exc}"
+                return
+            self.completer = completer
             self.state = "ready"
 
     def unload(self) -> None:
@@ -149,6 +156,17 @@ class CompletionService:
             placed=request.placed,
         )
 
+    def prefill(self, request: Request, cancel: threading.Event) -> None:
+        """After an answer made with windows cut for time: evaluate the full window into the KV cache while the user
+        reads it (background work that any request stops, keeping what it evaluated)."""
+        if not self.ready:
+            return
+        assert self.completer is not None
+        s = request.settings or self.settings
+        self.completer.prefill(request.text, request.offset, request.language, settings=s, cancel=cancel,
+                               tree=request.tree, path=request.path, index=request.index, snippets=request.snippets,
+                               key=request.key, placed=request.placed)
+
     def warm(self, text: str, cancel: threading.Event | None = None) -> None:
         """Read a just-opened document ahead (see ``Completer.warm``)."""
         if self.ready:
@@ -173,7 +191,8 @@ class CompletionService:
         self.recent.append({"latency_ms": latency, "source": result.source, "tokens": result.tokens,
                             "timings_ms": result.timings_ms, "stop_reason": result.stop_reason.value})
 
-    def status(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """What a status notification says of the model."""
         completer = self.completer
         info = completer.engine.info if completer else None
         return {
@@ -182,11 +201,19 @@ class CompletionService:
             "model": info.path if info else self.settings.model,
             "model_name": info.name if info else None,
             "family": completer.family if completer else None,
+        }
+
+    def status(self) -> dict[str, Any]:
+        completer = self.completer
+        info = completer.engine.info if completer else None
+        return {
+            **self.summary(),
             "backend": info.backend if info else None,
             "n_gpu_layers": info.n_gpu_layers if info else None,
             "latencies_ms": [round(x, 1) for x in self.latencies_ms],
             "last_latency_ms": round(self.latencies_ms[-1], 1) if self.latencies_ms else None,
             "stats": vars(self.stats).copy(),
             "chunks": completer.chunks if completer else {"fresh": 0, "reused": 0},
+            "rates": completer.rates.to_json() if completer else None,
             "recent": list(self.recent),
         }

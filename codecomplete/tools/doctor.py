@@ -210,7 +210,7 @@ def check_family(settings: Settings, model: _Model) -> Check:
                         if model.path.name == e.file and (e.source == "wheel" or model.path.parent == models_dir())),
                        None)
     try:
-        choose_format(model.family, settings.format, "")  # a forced layout the model was not trained for fails
+        choose_format(model.family, settings.format)  # a forced layout the model was not trained for fails
     except UserError as exc:
         return Check("FIM family", FAIL, f"{model.family}, but format = {settings.format}: {exc}", data)
     if catalog_fim is not None and catalog_fim != model.family:
@@ -261,8 +261,8 @@ def check_context(settings: Settings, model: _Model) -> Check:
     trained = model.n_ctx_train
     data = {"n_ctx": settings.n_ctx, "n_ctx_train": trained}
     if trained and settings.n_ctx > trained:
-        return Check("context", WARN, f"n_ctx = {settings.n_ctx} exceeds the {trained} tokens the model was "
-                     "trained on: quality drops past it", data)
+        return Check("context", FAIL, f"n_ctx = {settings.n_ctx} exceeds the {trained} tokens the model was "
+                     "trained on: the model will not load with it; lower n_ctx", data)
     return Check("context", OK, f"n_ctx = {settings.n_ctx} (model trained on {trained or '?'})", data)
 
 
@@ -270,10 +270,7 @@ def check_threads(settings: Settings) -> Check:
     cpus = os.cpu_count() or 1
     threads = settings.n_threads or max(1, cpus // 2)  # as the Engine chooses
     data = {"n_threads": threads, "cpus": cpus}
-    how = "n_threads" if settings.n_threads else "default: half the logical CPUs"
-    if threads > cpus:
-        return Check("threads", WARN, f"{threads} for {cpus} logical CPUs ({how}): more threads than CPUs slows "
-                     "llama.cpp down", data)
+    how = "n_threads" if settings.n_threads else "default: half the logical CPUs"  # more than the CPUs is refused
     return Check("threads", OK, f"{threads} of {cpus} logical CPUs ({how})", data)
 
 

@@ -236,8 +236,9 @@ def run_ablation(cases: Sequence[Case], source: RawSource, formats: Sequence[str
     def answers(case: Case, fmt: str) -> list[tuple[bool, str | None, Answer]]:
         raw, ctx = source(case, fmt)
         variants = []
+        limited = raw.stop_reason in ("max_tokens", "time_budget", "cancelled")  # its last line is unfinished
         for name, disabled in VARIANTS:
-            text, cut = postprocess_mod.postprocess(raw.completion, ctx, disabled)
+            text, cut = postprocess_mod.postprocess(raw.completion, ctx, disabled, cut_short=limited)
             reason = cut.value if cut else raw.stop_reason
             variants.append((name != OFF, name, replace(raw, completion=text, stop_reason=reason)))
         return variants
@@ -485,7 +486,7 @@ def allowed_formats(family: str) -> list[str]:
     allowed = []
     for fmt in FORMATS:
         try:
-            choose_format(family, fmt, "")
+            choose_format(family, fmt)
         except UserError:
             continue
         allowed.append(fmt)
@@ -594,7 +595,7 @@ def _check_formats(family: str, formats: Sequence[str]) -> None:
     from codecomplete.core.prompt import choose_format
 
     for fmt in formats:
-        choose_format(family, fmt, "")
+        choose_format(family, fmt)
 
 
 def _describe(size: dict[str, int]) -> str:
