@@ -7,6 +7,7 @@ parse, never a parse from scratch per keystroke.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,13 +15,10 @@ import numpy as np
 import tree_sitter
 from lsprotocol import types
 
-from codecomplete.core.context import parse_end
+from codecomplete.core.context import MAX_PARSED_CHARS, MAX_PARSED_LINE_CHARS, parse_end
 from codecomplete.core.languages import get_parser, language_for_path, normalize_language
-from codecomplete.core.source import line_starts, offset_at, units
+from codecomplete.core.source import has_lone_cr, line_starts, offset_at, units
 from codecomplete.errors import UserError
-
-# Past this size a document gets plain line windows: parsing megabytes per keystroke buys nothing.
-MAX_PARSED_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -35,10 +33,18 @@ class Document:
     _parser: Any = field(default=None, repr=False)  # this document's own: its included range is per cursor
     _parsed_to: int = field(default=-1, repr=False)  # character offset the current tree covers
     unbilled_ms: float = field(default=0.0, repr=False)  # time spent on changes since the last request
+    # An edit could not be applied: this copy no longer matches the editor's until it sends the whole text again
+    # (a full-text change, or the file reopened). Requests get nothing meanwhile rather than a stale answer.
+    out_of_sync: bool = False
+    _lone_cr: bool = field(default=False, repr=False)  # lines end in a lone "\r" somewhere: no incremental tree
+
+    def __post_init__(self) -> None:
+        self._lone_cr = has_lone_cr(self.text)
 
     @property
     def parseable(self) -> bool:
-        return self.language is not None and len(self.text) <= MAX_PARSED_BYTES
+        """Worth keeping a tree for: a known language, not huge, and lines tree-sitter counts as we do."""
+        return self.language is not None and len(self.text) <= MAX_PARSED_CHARS and not self._lone_cr
 
     def syntax_tree(self, offset: int | None = None) -> Any:
         """The tree for the current text, re-parsed incrementally from the edited old tree if needed.
@@ -48,6 +54,12 @@ class Document:
         """
         if not self.parseable:
             return None
+        if offset is not None:  # a line of minified code: the context reads text there, not a tree
+            row = self._row(offset)
+            starts = self.line_starts()
+            line_end = int(starts[row + 1]) if row + 1 < len(starts) else len(self.text)
+            if line_end - int(starts[row]) > MAX_PARSED_LINE_CHARS:
+                return None
         if self._parser is None:
             if get_parser(self.language) is None:
                 return None
@@ -109,14 +121,30 @@ class Document:
 
     # --- edits ---------------------------------------------------------------------------------------
 
-    def apply_change(self, change: Any, encoding: str) -> None:
-        """Apply one ``TextDocumentContentChangeEvent`` (full text, or a range replacement)."""
+    def apply_changes(self, changes: Sequence[Any], encoding: str) -> None:
+        """Apply a ``didChange`` batch whole or not at all: a change that does not fit raises UserError and leaves
+        the document as it was before the batch."""
+        if len(changes) == 1:  # one change checks its range before it touches anything
+            self._apply_change(changes[0], encoding)
+            return
+        saved = (self.text, self.tree.copy() if self.tree is not None else None, self._stale, self._parsed_to,
+                 None if self._line_starts is None else self._line_starts.copy(), self._lone_cr)
+        try:
+            for change in changes:
+                self._apply_change(change, encoding)
+        except UserError:
+            self.text, self.tree, self._stale, self._parsed_to, self._line_starts, self._lone_cr = saved
+            raise
+
+    def _apply_change(self, change: Any, encoding: str) -> None:
+        """One ``TextDocumentContentChangeEvent`` (full text, or a range replacement)."""
         rng = getattr(change, "range", None)
         if rng is None:
             self.text = change.text
             self.tree = None
             self._stale = True
             self._line_starts = None
+            self._lone_cr = has_lone_cr(self.text)
             return
         start = self.offset_at(rng.start, encoding)
         end = self.offset_at(rng.end, encoding)
@@ -124,6 +152,11 @@ class Document:
             raise UserError("change range ends before it starts")
         new = change.text
         first, last = rng.start.line, rng.end.line
+        if "\r" in new or self._lone_cr:  # rare: line ends tree-sitter does not count; recount, parse afresh
+            self.text = self.text[:start] + new + self.text[end:]
+            self.tree, self._stale, self._line_starts = None, True, None
+            self._lone_cr = has_lone_cr(self.text)
+            return
         if self.tree is not None:
             self._edit_tree(start, end, first, last, new)
         self.text = self.text[:start] + new + self.text[end:]

@@ -5,8 +5,9 @@ fails those tests, not an editor.
 - UTF-8 positions are preferred whenever the client offers them (no UTF-16 conversions at all then).
 - Each message is timed from its arrival to its answer being written (the keystroke's own cost).
 - The model thread may write an answer itself (``answer_now``); pygls's later answer for that id is dropped.
+- Error answers carry no traceback (pygls puts one in ``error.data``): the editor shows what it gets.
 - pygls's own copy of open documents is bypassed (``Documents`` keeps the one copy).
-- A request whose params do not fit its method is answered with InvalidParams instead of silence.
+(Malformed messages never reach pygls: see ``transport``.)
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import threading
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException
-from pygls.protocol import JsonRPCNotification, LanguageServerProtocol
+from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
 # The message being handled: when it began to arrive (perf_counter; 0 when unknown) and its request id.
@@ -46,6 +46,8 @@ class Protocol(LanguageServerProtocol):
             super()._send_data(data)
 
     def _send_response(self, msg_id: Any, result: Any = None, error: Any = None) -> None:
+        if error is not None:
+            error.data = None  # a traceback, for pygls's internal errors: the log has it
         with self._writing:
             if msg_id in self._answered_early:
                 self._answered_early.discard(msg_id)
@@ -116,16 +118,3 @@ class Protocol(LanguageServerProtocol):
         handler = self.fm.features.get(method)
         if handler is not None:
             yield handler, (params,), None
-
-    def structure_message(self, data: Any) -> Any:
-        """A request whose params do not fit its method gets an InvalidParams answer for its id.
-
-        pygls alone only shows a message and drops the request, leaving the client waiting forever.
-        """
-        try:
-            return super().structure_message(data)
-        except JsonRpcException as exc:
-            if not (isinstance(data, dict) and "id" in data and "method" in data):
-                raise
-            self._send_response(data["id"], error=exc.to_response_error())
-            return JsonRPCNotification(method="$/codecomplete/answered", params=None, jsonrpc="2.0")

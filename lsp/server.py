@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -19,11 +20,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
-from pygls.io_ import StdinAsyncReader, StdoutWriter, run_async
+from pygls.io_ import StdinAsyncReader, StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
@@ -31,10 +33,13 @@ from codecomplete import __version__
 from codecomplete.config import Settings, load_settings, split_known
 from codecomplete.core.pipeline import Completion
 from codecomplete.errors import UserError
+from codecomplete.lsp import transport
 from codecomplete.lsp.documents import Document, Documents
 from codecomplete.lsp.protocol import ARRIVED, REQUEST_ID, Protocol
+from codecomplete.lsp.transport import MAX_HEADER_LINE
 from codecomplete.serving.net import parse_loopback
-from codecomplete.serving.request import Request
+from codecomplete.serving.request import Answer, Request
+from codecomplete.types import StopReason
 
 if TYPE_CHECKING:
     from codecomplete.serving.backend import CompletionBackend
@@ -44,6 +49,8 @@ log = logging.getLogger("codecomplete.lsp")
 
 STATUS_METHOD = "codecomplete/status"
 LAST_COMPLETION_METHOD = "codecomplete/lastCompletion"
+# Server → client, when the state changes and after requests: what a status item shows (see _summary).
+STATUS_CHANGED = "codecomplete/statusChanged"
 # llama.vim's rule: an automatic request with this much text right of the cursor is rarely wanted.
 MAX_AUTO_RIGHT_CHARS = 8
 _EMPTY = types.InlineCompletionList(items=[])
@@ -56,10 +63,21 @@ class CodecompleteServer(LanguageServer):
         self.backend: CompletionBackend  # set by run(): the model in this process, or the shared daemon
         self.reading_ahead = 0  # opened documents still being read ahead (status shows it; benchmarks wait)
         self.index: RepoIndex | None = None  # the workspace, for cross-file context
+        self.loaded: asyncio.Event | None = None  # set while no model load is under way (made in the loop)
+        # What the user saw last: latency of the last answer, why it ended, and a sentence when it was nothing
+        # for a reason the user can act on (the time budget, the model still loading).
+        self.last_latency_ms: float | None = None
+        self.last_stop_reason: str | None = None
+        self.notice: str | None = None
 
     @property
     def encoding(self) -> str:
         return self.workspace.position_encoding or types.PositionEncodingKind.Utf16
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """pygls shows every handler failure to the user as a pop-up with the exception's text: the log has it, the
+        request got its error answer, and the editor's user can do nothing with a Python exception."""
+        log.error("%s: %s", getattr(source, "__name__", source), error)
 
 
 server = CodecompleteServer()
@@ -125,7 +143,43 @@ def _fs_path(uri: str) -> str | None:
     return to_fs_path(uri) if uri.startswith("file:") else None
 
 
+def _loaded(ls: CodecompleteServer) -> asyncio.Event:
+    if ls.loaded is None:
+        ls.loaded = asyncio.Event()
+        ls.loaded.set()
+    return ls.loaded
+
+
+def _summary(ls: CodecompleteServer) -> dict[str, Any]:
+    """The status a status item shows: the model, its state in one word, the last answer, and the notice."""
+    summary = ls.backend.summary()
+    settings = ls.backend.settings
+    if summary["state"] == "ready" and not settings.enabled:
+        summary["state"] = "disabled"
+    summary["prefix_only"] = settings.format == "prefix" or summary.get("family") == "none"
+    summary.update(last_latency_ms=ls.last_latency_ms, last_stop_reason=ls.last_stop_reason, notice=ls.notice)
+    return summary
+
+
+def _publish(ls: CodecompleteServer) -> None:
+    ls.protocol.notify(STATUS_CHANGED, _summary(ls))
+
+
 async def _load_model(ls: CodecompleteServer) -> None:
+    loaded = _loaded(ls)
+    loaded.clear()
+    try:
+        await _load_with_progress(ls)
+    finally:
+        loaded.set()
+    if ls.notice and ls.last_stop_reason == "loading":
+        ls.notice = None  # what it said is over
+    _publish(ls)
+    if not ls.backend.ready:
+        _show(ls, types.MessageType.Error, str(ls.backend.error))
+
+
+async def _load_with_progress(ls: CodecompleteServer) -> None:
     token = None
     caps = ls.client_capabilities.window
     if caps is not None and caps.work_done_progress:
@@ -135,13 +189,17 @@ async def _load_model(ls: CodecompleteServer) -> None:
             ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="codecomplete", message="loading"))
         except Exception:  # a client that refuses progress still gets a model
             token = None
-    await ls.backend.load()
+    load = asyncio.ensure_future(ls.backend.load())
+    await asyncio.sleep(0)  # the backend says "loading" now: tell the status item
+    _publish(ls)
+    try:
+        await load
+    except UserError as exc:  # settings the model cannot load with: the previous ones still serve
+        _show(ls, types.MessageType.Error, str(exc))
     gc.freeze()  # the model's and the libraries' objects live as long as the server: keep them out of collections
     if token:
         message = "ready" if ls.backend.ready else f"error: {ls.backend.error}"
         ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
-    if not ls.backend.ready:
-        _show(ls, types.MessageType.Error, str(ls.backend.error))
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -153,6 +211,8 @@ async def on_configuration(ls: CodecompleteServer, params: types.DidChangeConfig
         return
     if ls.backend.update_settings(settings):
         await _load_model(ls)
+    else:
+        _publish(ls)  # e.g. completions switched off: the status item says so
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
@@ -194,12 +254,18 @@ def on_change(ls: CodecompleteServer, params: types.DidChangeTextDocumentParams)
     if doc is None:
         log.warning("change for unknown document %s", params.text_document.uri)
         return
+    changes = params.content_changes
+    if doc.out_of_sync and not any(getattr(c, "range", None) is None for c in changes):
+        return  # nothing to apply these to until the editor sends the whole text again
     try:
-        for change in params.content_changes:
-            doc.apply_change(change, ls.encoding)
-    except UserError as exc:  # a change we cannot place: ask for nothing stale, keep the last good text
-        log.warning("bad change for %s: %s", doc.uri, exc)
+        doc.apply_changes(changes, ls.encoding)
+    except UserError as exc:  # a change we cannot place: the whole batch is refused, the last good text stays
+        doc.out_of_sync = True
+        log.warning("edit refused for %s (version %s): %s", doc.uri, params.text_document.version, exc)
+        _show(ls, types.MessageType.Warning, f"an edit to {Path(doc.uri).name} did not fit the document ({exc}); "
+                                               "no suggestions there until the file is reopened")
         return
+    doc.out_of_sync = False
     doc.version = params.text_document.version
     path = _fs_path(doc.uri)
     if ls.index is not None and path:
@@ -232,7 +298,9 @@ async def _suggest(
     """The answer to a request at ``position``: ``reply`` of the suggestion and the range it replaces, or of None."""
     doc = ls.documents.get(uri)
     backend = ls.backend
-    if doc is None or not backend.ready or not backend.settings.language_enabled(doc.language):
+    if doc is None or doc.out_of_sync or not backend.settings.language_enabled(doc.language):
+        return reply(None)
+    if not backend.ready and not await _model_within_budget(ls):
         return reply(None)
     arrived, request_id, changes_ms = ARRIVED.get(), REQUEST_ID.get(), doc.unbilled_ms
     doc.unbilled_ms = 0.0
@@ -271,6 +339,7 @@ async def _suggest(
     except UserError as exc:
         log.info("no completion for %s: %s", uri, exc)
         return reply(None)
+    _after_request(ls, answer, arrived)
     if not answer.shown:  # superseded, cancelled or empty: nothing stale reaches the editor
         ls.protocol.on_sent.pop(request_id, None)
         return reply(None)
@@ -279,6 +348,49 @@ async def _suggest(
     if answer.completion is not None:  # from the caches: the event loop writes it
         _when_sent(ls, request_id, _accounting(arrived, changes_ms, answer.completion.timings_ms))
     return reply(_answer(answer.shown, here, replace))
+
+
+async def _model_within_budget(ls: CodecompleteServer) -> bool:
+    """A request that arrives while the model loads waits for it, within the time budget; True when it is ready.
+    Otherwise the status says so in words, and clients ask again when the status turns ready."""
+    budget_s = ls.backend.settings.time_budget_ms / 1000
+    loading = ls.backend.state in ("idle", "loading")
+    if loading:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(_loaded(ls).wait(), budget_s)
+    if ls.backend.ready:
+        return True
+    if loading:
+        ls.last_stop_reason = "loading"
+        ls.notice = "no suggestion yet: the model is still loading; suggestions start as soon as it is ready"
+        _publish(ls)
+    return False
+
+
+def _after_request(ls: CodecompleteServer, answer: Answer, arrived: float) -> None:
+    """Remember what the user got, put a sentence on the status when it was nothing for a reason they can act
+    on, and tell the client."""
+    completion = answer.completion
+    if completion is None or answer.outcome is not None:
+        return  # superseded or cancelled: the user is typing, the next request speaks for itself
+    if arrived:
+        ls.last_latency_ms = round((time.perf_counter() - arrived) * 1000, 1)
+    ls.last_stop_reason = completion.stop_reason.value
+    ls.notice = None if answer.shown else _notice(ls.backend.settings, completion)
+    _publish(ls)
+
+
+def _notice(settings: Settings, completion: Completion) -> str | None:
+    """Why nothing was shown, in words, with the setting to change; None when the model simply had nothing."""
+    if completion.stop_reason != StopReason.TIME_BUDGET:
+        return None
+    tokens = completion.tokens
+    done = tokens["reused"] + tokens["evaluated"]
+    if done < tokens["prompt"]:
+        return (f"no suggestion: the {settings.time_budget_ms} ms time budget ran out while reading the prompt "
+                f"({done} of {tokens['prompt']} tokens); raise timeBudgetMs or lower tokenBudget")
+    return (f"no suggestion: the {settings.time_budget_ms} ms time budget ran out before a whole line was written "
+            f"({tokens['generated']} tokens); raise timeBudgetMs")
 
 
 def _when_sent(ls: CodecompleteServer, request_id: Any, work: Callable[[], None] | None) -> None:
@@ -368,9 +480,8 @@ def _completion_list(found: tuple[str, types.Range] | None) -> types.CompletionL
 
 @server.feature(STATUS_METHOD)
 async def on_status(ls: CodecompleteServer, params: Any) -> dict[str, Any]:
-    status = await ls.backend.status()
-    if not ls.backend.settings.enabled and status["state"] == "ready":
-        status["state"] = "disabled"
+    status = {**await ls.backend.status(), **_summary(ls)}
+    status["effective_settings"] = {_camel(k): v for k, v in asdict(ls.backend.settings).items()}
     status["documents"] = len(ls.documents)
     status["reading_ahead"] = ls.reading_ahead
     status["position_encoding"] = getattr(ls.encoding, "value", ls.encoding)
@@ -381,6 +492,11 @@ async def on_status(ls: CodecompleteServer, params: Any) -> dict[str, Any]:
 def on_last_completion(ls: CodecompleteServer, params: Any) -> dict[str, Any] | None:
     """The last completion with its exact prompt, tokens, timings and stop reason: no opaque context."""
     return ls.backend.last_completion()
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def run(tcp: str | None = None, daemon: bool = True) -> None:
@@ -402,54 +518,36 @@ def run(tcp: str | None = None, daemon: bool = True) -> None:
     if tcp:
         server.start_tcp(*parse_loopback(tcp))
     else:
-        _serve_stdio(server)
+        sys.exit(_serve_stdio(server))
 
 
-class _Stamping:
-    """A message reader that notes when each message's first line arrives (``Protocol.arrived_at``)."""
+def _serve_stdio(ls: CodecompleteServer) -> int:
+    """Serve until the editor closes the input; the exit status (1: the stream broke, see ``transport``).
 
-    def __init__(self, reader: Any, protocol: Protocol) -> None:
-        self._reader = reader
-        self._protocol = protocol
-        self._between = True  # the next line read starts a message
+    pygls's stdio reader hands every header line and body to a thread pool (three hand-offs per message, six per
+    keystroke); reading the pipe on the event loop takes that out of each keystroke's latency. A stdin that is no
+    pipe (a file) is read through pygls's thread-pool reader."""
 
-    async def readline(self) -> bytes:
-        line = await self._reader.readline()
-        if self._between:
-            self._protocol.arrived_at = time.perf_counter()
-            self._between = False
-        return line
-
-    async def readexactly(self, n: int) -> bytes:
-        body = await self._reader.readexactly(n)
-        self._between = True
-        return body
-
-
-def _serve_stdio(ls: CodecompleteServer) -> None:
-    """pygls's stdio reader hands every header line and body to a thread pool (three hand-offs per message,
-    six per keystroke); reading the pipe on the event loop takes that out of each keystroke's latency.
-    A stdin that is no pipe (a file) keeps pygls's reader."""
-
-    async def serve() -> None:
+    async def serve() -> int:
         loop = asyncio.get_running_loop()
-        reader: Any = asyncio.StreamReader(limit=1 << 30, loop=loop)
+        reader: Any = asyncio.StreamReader(limit=MAX_HEADER_LINE, loop=loop)
         try:
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), sys.stdin.buffer)
         except ValueError:
             reader = StdinAsyncReader(sys.stdin.buffer, ls.thread_pool)
         ls.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
         ls.protocol.threadsafe_writer = True  # a blocking write under the protocol's lock, from any thread
-        await run_async(stop_event=ls._stop_event, reader=_Stamping(reader, ls.protocol), protocol=ls.protocol,
-                        logger=log, error_handler=ls.report_server_error)
+        return await transport.serve(reader, ls.protocol, ls._stop_event)
 
     ls._stop_event = threading.Event()
+    status = 0
     try:
-        asyncio.run(serve())
+        status = asyncio.run(serve())
     except BrokenPipeError:
         log.error("the editor closed the connection")
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt:
         pass
     finally:
         ls.backend.close()
         ls.shutdown()
+    return status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from lsprotocol import types
@@ -18,7 +19,7 @@ UTF8, UTF16, UTF32 = (types.PositionEncodingKind.Utf8, types.PositionEncodingKin
 
 def change(doc: Document, start: int, end: int, text: str, enc: str = UTF16):
     rng = types.Range(doc.position_at(start, enc), doc.position_at(end, enc))
-    doc.apply_change(types.TextDocumentContentChangePartial(range=rng, text=text), enc)
+    doc.apply_changes([types.TextDocumentContentChangePartial(range=rng, text=text)], enc)
 
 
 def test_incremental_edits_match_a_fresh_parse() -> None:
@@ -122,3 +123,31 @@ def test_a_tree_parsed_ahead_is_settled_yet_exact(language: str, unit: str) -> N
     for spot in (len(text) // 7, len(text) // 2, len(text) - 20):
         change(doc, spot, spot, "\n")
         assert str(doc.syntax_tree().root_node) == str(parser.parse(doc.text.encode()).root_node)
+
+
+def _change(line: int, character: int, end_line: int, end_character: int, text: str) -> Any:
+    rng = types.Range(types.Position(line, character), types.Position(end_line, end_character))
+    return types.TextDocumentContentChangePartial(range=rng, text=text)
+
+
+def test_a_batch_with_a_change_that_does_not_fit_is_refused_whole() -> None:
+    source = "def f(x):\n    return x\n"
+    doc = Document(uri="file:///a.py", text=source, version=1, language="python")
+    doc.syntax_tree(len(source))
+    doc.line_starts()
+    good, bad = _change(1, 4, 1, 10, "yield"), _change(9, 0, 9, 0, "oops")
+    with pytest.raises(UserError, match="line 10 is out of range"):
+        doc.apply_changes([good, bad], UTF16)
+    assert doc.text == source and list(doc.line_starts()) == [0, 10, 23]
+    assert str(doc.syntax_tree(len(source)).root_node) == str(get_parser("python").parse(source.encode()).root_node)
+    doc.apply_changes([good, _change(0, 4, 0, 5, "g")], UTF16)
+    assert doc.text == "def g(x):\n    yield x\n"
+
+
+def test_lone_carriage_returns_end_lines_as_lsp_says() -> None:
+    doc = Document(uri="file:///a.py", text="a = 1\rb = 2\r\nc = 3\n", version=1, language="python")
+    assert doc.offset_at(types.Position(1, 2), UTF16) == 8 and doc.offset_at(types.Position(2, 0), UTF16) == 13
+    assert doc.position_at(8, UTF16) == types.Position(1, 2)
+    assert doc.syntax_tree(8) is None  # tree-sitter counts lines differently: the context parses the text itself
+    doc.apply_changes([_change(1, 0, 1, 1, "bb")], UTF16)
+    assert doc.text == "a = 1\rbb = 2\r\nc = 3\n" and doc.offset_at(types.Position(2, 0), UTF16) == 14

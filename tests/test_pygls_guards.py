@@ -9,7 +9,9 @@ import threading
 from typing import Any
 
 import pygls.io_
+import pytest
 from lsprotocol import types
+from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import JsonRPCNotification, LanguageServerProtocol
 
@@ -20,7 +22,6 @@ OVERRIDDEN = {
     "_send_data": ["data"],
     "_send_response": ["msg_id", "result", "error"],
     "handle_message": ["message"],
-    "structure_message": ["data"],
     "lsp_initialize": ["params"],
     "lsp_text_document__did_open": ["params"],
     "lsp_text_document__did_change": ["params"],
@@ -79,12 +80,23 @@ def test_an_answer_written_early_is_the_only_answer() -> None:
     assert [f["id"] for f in capture.frames] == [7, 8]
 
 
-def test_params_that_do_not_fit_are_answered_with_invalid_params() -> None:
+def test_error_answers_carry_no_traceback() -> None:
     server, capture = _server()
-    bad = {"jsonrpc": "2.0", "id": 3, "method": types.TEXT_DOCUMENT_INLINE_COMPLETION, "params": {"position": 5}}
-    structured = server.protocol.structure_message(bad)
-    assert isinstance(structured, JsonRPCNotification)  # dropped after the answer
-    assert capture.frames[0]["id"] == 3 and capture.frames[0]["error"]["code"] == -32602
+    error = JsonRpcInternalError.of((ValueError, ValueError("boom"), None)).to_response_error()
+    server.protocol._send_response(4, error=error)
+    assert capture.frames[0]["error"]["code"] == -32603 and "data" not in capture.frames[0]["error"]
+
+
+def test_the_internals_the_transport_calls_are_still_there() -> None:
+    """transport.serve structures and dispatches messages itself and answers errors through _send_data."""
+    assert list(inspect.signature(LanguageServerProtocol.structure_message).parameters)[1:] == ["data"]
+    assert list(inspect.signature(LanguageServerProtocol._send_data).parameters)[1:] == ["data"]
+    server, capture = _server()
+    data = {"jsonrpc": "2.0", "id": 3, "method": types.TEXT_DOCUMENT_INLINE_COMPLETION, "params": {"position": 5}}
+    with pytest.raises(JsonRpcInvalidParams):
+        server.protocol.structure_message(data)
+    assert isinstance(server.protocol.structure_message({"jsonrpc": "2.0", "method": "x/y", "params": None}),
+                      JsonRPCNotification)
 
 
 def test_utf8_is_preferred_when_offered() -> None:
