@@ -197,8 +197,8 @@ def resolve_model(spec: str | None, *, catalog: Mapping[str, CatalogEntry] | Non
         return path
     assert spec is not None
     candidate = Path(spec).expanduser()
-    if candidate.exists():
-        validate_gguf(candidate)
+    if _path_given(candidate):
+        validate_gguf(candidate)  # refuses a FIFO, device or socket before opening it
         return candidate.resolve()
     catalog = load_catalog() if catalog is None else catalog
     entry = catalog.get(spec)
@@ -213,6 +213,18 @@ def resolve_model(spec: str | None, *, catalog: Mapping[str, CatalogEntry] | Non
     if os.sep in spec or "/" in spec or spec.lower().endswith(".gguf"):
         raise UserError(f"model file not found: {candidate}")
     raise unknown_model_error(spec, catalog)
+
+
+def _path_given(candidate: Path) -> bool:
+    """Whether ``spec`` names something on disk; a path the system refuses (too long, a NUL byte) counts, so
+    ``validate_gguf`` reports it in one line (``Path.exists`` would raise on some of those)."""
+    try:
+        os.stat(candidate)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except (OSError, ValueError):
+        return True
+    return True
 
 
 def unknown_model_error(spec: str, catalog: Mapping[str, CatalogEntry]) -> UserError:

@@ -4,6 +4,8 @@ of crashing llama.cpp later."""
 from __future__ import annotations
 
 import mmap
+import os
+import stat
 import struct
 from pathlib import Path
 from typing import Any
@@ -81,15 +83,19 @@ def validate_gguf(path: Path) -> None:
 
     Parses the header, every metadata key/value and the tensor table through a memory map, then
     checks that each tensor's data lies inside the file - a truncated download fails here in
-    milliseconds instead of crashing llama.cpp later.
+    milliseconds instead of crashing llama.cpp later. Only a regular file is opened: a FIFO would
+    block whoever validates (the daemon, a CLI), a device would never end.
     """
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"model file not found: {path}")
-    if path.is_dir():
-        raise UserError(f"model path is a directory, not a GGUF file: {path}")
     try:
-        with path.open("rb") as fh:
+        check_regular_file(path)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise UserError(f"cannot read model file {shown_path(path)}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # swapped since the check
+                raise UserError(f"model path is not a regular file (a FIFO, device or socket): {shown_path(path)}")
             head = fh.read(4)
             if head != _GGUF_MAGIC:
                 raise UserError(f"not a GGUF model file: {path}")
@@ -99,6 +105,30 @@ def validate_gguf(path: Path) -> None:
         raise UserError(f"corrupt GGUF model file ({exc}): {path}") from None
     except OSError as exc:
         raise UserError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+
+
+def check_regular_file(path: Path) -> os.stat_result:
+    """``os.stat`` of a model path that must be a regular file, without opening it: a missing file, a directory,
+    a FIFO, device or socket, or a path the system refuses (too long, a NUL byte) is a one-line UserError."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"model file not found: {shown_path(path)}") from None
+    except ValueError:  # an embedded NUL byte
+        raise UserError(f"not a valid model path: {shown_path(path)}") from None
+    except OSError as exc:  # too long a name, no permission, a loop of symlinks, ...
+        raise UserError(f"cannot read model file {shown_path(path)}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UserError(f"model path is a directory, not a GGUF file: {shown_path(path)}")
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"model path is not a regular file (a FIFO, device or socket): {shown_path(path)}")
+    return st
+
+
+def shown_path(path: Path | str, limit: int = 160) -> str:
+    """A path as an error message shows it: a pathological one is shortened, so the message stays one line."""
+    text = str(path).replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]}"
 
 
 def _check_structure(buf: mmap.mmap) -> None:

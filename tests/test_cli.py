@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "tests" / "data" / "example.py"
 
 
-def run(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}  # the session's pinned config (conftest)
     return subprocess.run(
-        [sys.executable, "-m", "codecomplete.cli", *args], input=stdin, capture_output=True, timeout=120,
+        [sys.executable, "-m", "codecomplete.cli", *args], input=stdin, capture_output=True, timeout=timeout,
         env=full_env,
     )
 
@@ -86,10 +88,16 @@ def _bad_inputs(tmp_path: Path, embedded: Path) -> list[tuple[list[str], str]]:
     truncated = tmp_path / "truncated.gguf"
     with embedded.open("rb") as f:
         truncated.write_bytes(f.read(1_000_000))
+    fifo = tmp_path / "pipe.py"  # opening it would wait for a writer: refused before opening
+    os.mkfifo(fifo)
     return [
         (["infill", f"{tmp_path}/missing.py:1:1"], "no such file"),
         (["infill", f"{tmp_path}:1:1"], "is a directory"),
         (["infill", f"{binary}:1:1"], "binary"),
+        (["infill", f"{fifo}:1:1"], "not a regular file"),
+        (["infill", "/dev/zero:1:1"], "not a regular file"),  # would grow without end
+        (["infill", "a" * 5000 + ".py:1:1"], "too long"),
+        (["infill", "/" + "d/" * 3000 + "x.py:1:1"], "too long"),
         (["infill", f"{latin1}:1:1"], "not UTF-8"),
         (["infill", f"{EXAMPLE}:99:1"], "line 99 is out of range"),
         (["infill", f"{EXAMPLE}:9:80"], "column 80 is out of range"),
@@ -98,6 +106,7 @@ def _bad_inputs(tmp_path: Path, embedded: Path) -> list[tuple[list[str], str]]:
         (["infill", f"{EXAMPLE}:9:5", "--lang", "cobol"], "unknown language"),
         (["infill", f"{EXAMPLE}:9:5", "--model", str(not_gguf)], "model.gguf"),
         (["infill", f"{EXAMPLE}:9:5", "--model", str(truncated)], "truncated.gguf"),
+        (["infill", f"{EXAMPLE}:9:5", "--model", str(fifo)], "not a regular file"),
         (["infill", f"{EXAMPLE}:9:5", "--model", "no-such-model"], "no-such-model"),
         (["models", "path", "codellama-7b-q4_k_m"], "not downloaded"),
     ]
@@ -105,7 +114,7 @@ def _bad_inputs(tmp_path: Path, embedded: Path) -> list[tuple[list[str], str]]:
 
 def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, embedded_model: Path) -> None:
     for args, expected in _bad_inputs(tmp_path, embedded_model):
-        proc = run(*args, env={"CODECOMPLETE_MODELS_DIR": str(tmp_path / "models")})
+        proc = run(*args, env={"CODECOMPLETE_MODELS_DIR": str(tmp_path / "models")}, timeout=60)
         err = proc.stderr.decode()
         assert proc.returncode == 2, (args, err)
         assert expected in err, (args, err)

@@ -383,6 +383,47 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
     assert_one_line_naming(exc, tmp_path)
 
 
+def _refused_without_blocking(check, spec: str | Path) -> str:
+    """The one-line error of ``check(spec)``, which must come at once: opening a FIFO would wait for a writer."""
+    caught: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            check(spec)
+        except BaseException as exc:  # handed to the test thread
+            caught.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), f"checking {str(spec)[:60]} blocked"
+    (error,) = caught
+    assert isinstance(error, UserError), error
+    assert len(str(error).splitlines()) == 1 and len(str(error)) < 400, error
+    return str(error)
+
+
+def test_fifos_devices_and_sockets_are_refused_before_opening(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    for check in (models.validate_gguf, models.resolve_model):
+        assert "not a regular file" in _refused_without_blocking(check, fifo)
+        assert "not a regular file" in _refused_without_blocking(check, "/dev/zero")
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(tmp_path / "sock.gguf"))
+        assert "not a regular file" in _refused_without_blocking(models.validate_gguf, tmp_path / "sock.gguf")
+    finally:
+        server.close()
+
+
+def test_unnameable_model_paths_are_one_line_errors(tmp_path: Path) -> None:
+    for spec in ("m" * 5000 + ".gguf", "/" + "d/" * 3000 + "m.gguf"):
+        message = _refused_without_blocking(models.resolve_model, spec)
+        assert "too long" in message and "..." in message  # the name is shortened in the message
+    assert "not found" in _refused_without_blocking(models.validate_gguf, tmp_path / "model.gguf" / "below")
+
+
 def test_bad_metadata_type_is_corrupt(tmp_path: Path) -> None:
     path = write_tiny_gguf(tmp_path / "tiny.gguf")
     data = bytearray(path.read_bytes())

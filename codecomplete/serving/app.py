@@ -4,6 +4,10 @@ It speaks HTTP with JSON (Starlette on uvicorn; bodies in ``protocol``) on a pri
 (0600, in a 0700 runtime dir), or loopback TCP guarded by a random token kept in a 0600 file. Requests from all
 editors go through the one scheduler (``scheduler``: fairness, supersession, prefetch, idle unload); a request
 whose HTTP client disconnects, or that ``POST /cancel`` names, stops within a token.
+
+One request must never take every editor down: bodies are limited in size (413, checked from Content-Length and
+while the body streams in) and in time (408: a body that stalls closes its connection), the text to complete is
+limited in length, file checks run off the event loop, and every error answer is one line of JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import filelock
 import uvicorn
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -66,11 +72,28 @@ from codecomplete.types import StopReason
 log = logging.getLogger(__name__)
 
 CLIENT_TTL_S = 600.0  # a client not heard from for this long no longer counts as connected
+# A thin language server sends a window of at most ~100 KB plus snippets: these leave room for big windows and
+# escaped text while keeping a runaway client from pinning the model thread (tokenizing 100 MB took minutes).
+MAX_BODY_BYTES = 4 << 20
+MAX_TEXT_CHARS = 1 << 20
+BODY_TIMEOUT_S = 10.0  # a body that has not arrived by then never will: 408, and its connection is closed
 _UNIX_PATH_MAX = 104  # the smallest sun_path among the platforms (macOS); Linux allows 108
 
 
+class RequestRejected(UserError):
+    """A request refused before it reaches the scheduler, with its HTTP status (408, 413)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Daemon:
-    def __init__(self, settings: Settings, *, idle_unload_s: float = 1800.0, fair_slice_s: float = 2.0) -> None:
+    def __init__(
+        self, settings: Settings, *, idle_unload_s: float = 1800.0, fair_slice_s: float = 2.0,
+        body_timeout_s: float = BODY_TIMEOUT_S,
+    ) -> None:
+        self.body_timeout_s = body_timeout_s
         self.service = CompletionService(settings)
         self.scheduler = Scheduler(self.service, idle_unload_s=idle_unload_s, fair_slice_s=fair_slice_s)
         self.started = time.time()
@@ -170,18 +193,39 @@ async def _disconnected(request: HttpRequest) -> None:
         pass
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def _error(status: int, message: str, *, close: bool = False) -> JSONResponse:
+    """The one shape of every error answer: one line (never a traceback), and with ``close`` the connection ends
+    (its unread body must not be taken for the next request)."""
     kind = "unavailable_error" if status == 503 else "authentication_error" if status == 401 else \
-        "invalid_request_error"
-    return JSONResponse({"error": {"code": status, "message": message, "type": kind}}, status_code=status)
+        "server_error" if status >= 500 else "invalid_request_error"
+    line = " ".join(message.split())[:500]
+    return JSONResponse({"error": {"code": status, "message": line, "type": kind}}, status_code=status,
+                        headers={"Connection": "close"} if close else None)
 
 
 async def _body(request: HttpRequest) -> Any:
     raw = await request.body()
     try:
         return json.loads(raw or b"{}")
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError included
         raise UserError(f"request body is not JSON: {exc}") from None
+    except RecursionError:
+        raise UserError("request body is not JSON the daemon takes: nested too deeply") from None
+
+
+def _check_text(text: str, snippets: Any = None) -> None:
+    """The text to complete (with its snippets) must fit ``MAX_TEXT_CHARS`` (a bigger one pins the model thread)
+    and be valid Unicode (a lone surrogate would fail in the model thread, with a less helpful message)."""
+    parts = [text, *(s.text for s in snippets or ())]
+    size = sum(map(len, parts))
+    if size > MAX_TEXT_CHARS:
+        raise RequestRejected(413, f"text of {size} characters is too long: the daemon takes at most "
+                                   f"{MAX_TEXT_CHARS} (send a window around the cursor)")
+    for part in parts:  # JSON can carry a lone surrogate ("\\ud800"), which no tokenizer takes
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UserError(f"text is not valid Unicode: a lone surrogate at offset {exc.start}") from None
 
 
 def create_app(daemon: Daemon, token: str | None = None) -> Starlette:
@@ -200,6 +244,7 @@ def create_app(daemon: Daemon, token: str | None = None) -> Starlette:
         """Our richer request: a document (or a window of it), the cursor, language, settings, an id."""
         client = daemon.client_of(request)
         body = CompleteRequest.from_json(await _body(request))
+        _check_text(body.text, body.snippets)
         settings = daemon.request_settings(body.settings)
         key = f"{client}\0{body.doc}"
         job_id = body.id or uuid.uuid4().hex
@@ -214,6 +259,7 @@ def create_app(daemon: Daemon, token: str | None = None) -> Starlette:
         """llama-server's ``/infill``: prefix, the typed part of the cursor line, suffix, extra chunks."""
         client = daemon.client_of(request)
         body = InfillRequest.from_json(await _body(request))
+        _check_text(body.text)
         settings = daemon.request_settings(body.overrides)
         wanted = Request(f"{client}\0infill", body.text, body.offset, body.language, settings)
         if scheduler.paused:
@@ -250,8 +296,8 @@ def create_app(daemon: Daemon, token: str | None = None) -> Starlette:
         client = daemon.client_of(request)
         body = ModelRequest.from_json(await _body(request))
         settings = service.settings.with_overrides(body.overrides)
-        if settings.backend == "local":
-            resolve_model(settings.model)  # a wrong name fails now, with the catalog's message
+        if settings.backend == "local":  # a wrong name fails now, with the catalog's message; in a thread, as
+            await asyncio.to_thread(resolve_model, settings.model)  # file checks must never stall the event loop
         await scheduler.switch(client, settings)
         return JSONResponse(daemon.status())
 
@@ -260,7 +306,22 @@ def create_app(daemon: Daemon, token: str | None = None) -> Starlette:
         return JSONResponse({"ok": True, "pid": os.getpid()}, background=BackgroundTask(daemon.request_exit))
 
     async def on_user_error(request: HttpRequest, exc: Exception) -> Response:
+        if isinstance(exc, RequestRejected):
+            return _error(exc.status, str(exc), close=True)
         return _error(503 if isinstance(exc, Unavailable) else 400, str(exc))
+
+    async def on_http_error(request: HttpRequest, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        response = _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+        response.headers.update(exc.headers or {})  # 405's Allow
+        return response
+
+    async def on_disconnect(request: HttpRequest, exc: Exception) -> Response:
+        return Response(status_code=400)  # the client is gone: nobody reads this
+
+    async def on_bug(request: HttpRequest, exc: Exception) -> Response:
+        """An unexpected exception: one line naming its type (the traceback goes to the daemon's log only)."""
+        return _error(500, f"internal error ({type(exc).__name__}); see the daemon log")
 
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -275,7 +336,61 @@ def create_app(daemon: Daemon, token: str | None = None) -> Starlette:
         Route("/shutdown", shutdown, methods=["POST"]),
     ]
     middleware = [Middleware(_TokenCheck, token=token)] if token else []
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={UserError: on_user_error})
+    middleware.append(Middleware(_BodyLimits, max_bytes=MAX_BODY_BYTES, timeout_s=daemon.body_timeout_s))
+    handlers = {UserError: on_user_error, HTTPException: on_http_error, ClientDisconnect: on_disconnect,
+                Exception: on_bug}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+
+
+class _BodyLimits:
+    """Request bodies of at most ``max_bytes`` that arrive within ``timeout_s``: one client must not fill the
+    daemon's memory, pin its model thread, or hold a request open forever.
+
+    A Content-Length over the limit is refused before any of the body is read; a chunked body is counted while it
+    streams in (uvicorn pauses reading beyond 64 KiB buffered, so no more than the limit is ever held). Both
+    answers close the connection. Past the body, ``receive`` is left alone: it then waits for a disconnect.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, timeout_s: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
+            await _error(413, self._too_large(int(declared)), close=True)(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        received = 0
+        done = False
+
+        async def limited() -> dict[str, Any]:
+            nonlocal received, done
+            if done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise RequestRejected(408, f"the request body did not arrive within {self.timeout_s:g} s") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise RequestRejected(413, self._too_large(received, streamed=True))
+                done = not message.get("more_body", False)
+            else:
+                done = True
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _too_large(self, size: int, streamed: bool = False) -> str:
+        size_s = f"over {size} bytes" if streamed else f"{size} bytes"
+        return f"request body of {size_s} is too large: the daemon takes at most {self.max_bytes} bytes"
 
 
 class _TokenCheck:
@@ -373,7 +488,7 @@ def _exit_quietly(sig: int, frame: Any) -> None:
 
 def serve(
     settings: Settings, *, tcp: str | None = None, idle_unload_s: float = 1800.0, fair_slice_s: float = 2.0,
-    preload: bool = True,
+    preload: bool = True, body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> None:
     """Run the daemon until ``POST /shutdown`` or a signal. One per runtime dir: a second one exits at once."""
     directory = runtime_dir()
@@ -388,7 +503,7 @@ def serve(
         if tcp is None and (sys.platform == "win32" or not hasattr(socket, "AF_UNIX")):
             tcp = "127.0.0.1:0"
         sock, endpoint = _bind(directory, tcp)
-        daemon = Daemon(settings, idle_unload_s=idle_unload_s, fair_slice_s=fair_slice_s)
+        daemon = Daemon(settings, idle_unload_s=idle_unload_s, fair_slice_s=fair_slice_s, body_timeout_s=body_timeout_s)
         daemon.endpoint = endpoint
         write_endpoint(directory, endpoint)
         log.warning("pid %d listening on %s", os.getpid(), endpoint.describe())
@@ -415,10 +530,15 @@ def serve(
 @click.option("--fair-slice-ms", type=click.IntRange(1), default=2000, show_default=True,
               help="A generation longer than this stops at once when another editor's request waits.")
 @click.option("--lazy", is_flag=True, help="Load the model on the first request instead of at start.")
-def command(model: str | None, tcp: str | None, idle_unload_s: float, fair_slice_ms: int, lazy: bool) -> None:
+@click.option("--body-timeout", "body_timeout_s", type=click.FloatRange(0.1), default=BODY_TIMEOUT_S,
+              show_default=True, help="Seconds a request body may take to arrive; a later one gets 408.")
+def command(
+    model: str | None, tcp: str | None, idle_unload_s: float, fair_slice_ms: int, lazy: bool, body_timeout_s: float,
+) -> None:
     """Run the shared daemon that keeps one model loaded for every editor."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="codecomplete-daemon: %(message)s")
     settings = load_settings({"model": model} if model else None)
     if settings.backend == "local":
         resolve_model(settings.model)  # a wrong name fails here, in one line, not later in the status
-    serve(settings, tcp=tcp, idle_unload_s=idle_unload_s, fair_slice_s=fair_slice_ms / 1000, preload=not lazy)
+    serve(settings, tcp=tcp, idle_unload_s=idle_unload_s, fair_slice_s=fair_slice_ms / 1000, preload=not lazy,
+          body_timeout_s=body_timeout_s)

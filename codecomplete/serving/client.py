@@ -43,6 +43,8 @@ from codecomplete.serving.runtime import (
     SERVE_LOCK_NAME,
     START_LOCK_NAME,
     Endpoint,
+    check_private_dir,
+    make_private_dir,
     read_endpoint,
     runtime_dir,
 )
@@ -60,6 +62,14 @@ _CANCEL_POLL_S = 0.01
 _CANCEL_GRACE_S = 5.0  # a cancelled request the daemon has not answered by then is given up
 _RESTART_BACKOFF_S = 10.0  # after a failed restart, requests get nothing at once for this long
 _REQUEST_THREADS = 4  # requests of several documents may be in flight; the daemon supersedes per document
+# HTTP timeouts. Connecting to a live daemon's socket is instant; a body is written well within the daemon's own
+# body timeout (``app.BODY_TIMEOUT_S``, 10 s), which closes a connection whose body stalls. Answers that take
+# their time (a generation, a model load) lift the read timeout instead (``wait``).
+_CONNECT_TIMEOUT_S = 2.0
+_IO_TIMEOUT_S = 10.0
+_TIMEOUT = httpx.Timeout(_IO_TIMEOUT_S, connect=_CONNECT_TIMEOUT_S)
+_WAIT_TIMEOUT = httpx.Timeout(_IO_TIMEOUT_S, connect=_CONNECT_TIMEOUT_S, read=None)
+_LOG_TAIL_BYTES = 8192
 
 
 class DaemonUnavailable(UserError):
@@ -77,8 +87,7 @@ class DaemonClient:
             headers["Authorization"] = f"Bearer {endpoint.token}"
         transport = httpx.HTTPTransport(uds=endpoint.path) if endpoint.transport == "unix" else None
         self._http = httpx.Client(
-            base_url=endpoint.base_url, transport=transport, headers=headers, trust_env=False,
-            timeout=httpx.Timeout(10.0, connect=2.0),
+            base_url=endpoint.base_url, transport=transport, headers=headers, trust_env=False, timeout=_TIMEOUT,
         )
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None, *, wait: bool = False) -> Any:
@@ -86,7 +95,7 @@ class DaemonClient:
 
         Raises ``DaemonUnavailable`` when nobody answers, ``UserError`` with the daemon's message otherwise.
         """
-        timeout = httpx.Timeout(10.0, connect=2.0, read=None) if wait else httpx.USE_CLIENT_DEFAULT
+        timeout = _WAIT_TIMEOUT if wait else httpx.USE_CLIENT_DEFAULT
         try:
             response = self._http.request(method, path, json=body, timeout=timeout)
         except (httpx.TransportError, OSError) as exc:
@@ -142,8 +151,18 @@ def _estimate_tokens(text: str) -> int:
 
 
 def find_daemon(directory: Path | None = None, client_id: str | None = None) -> DaemonClient | None:
-    """A client for the daemon answering in ``directory``, or None when none does."""
-    directory = directory or runtime_dir()
+    """A client for the daemon answering in ``directory``, or None when none does.
+
+    An endpoint file is trusted only in a private runtime dir: one another user could write to would let them
+    point editors (and the code they send) at a socket of theirs.
+    """
+    if directory is None:
+        directory = runtime_dir()
+    else:
+        try:
+            check_private_dir(directory)
+        except UserError:  # missing, or not private: no daemon of ours answers there
+            return None
     endpoint = read_endpoint(directory)
     if endpoint is None:
         return None
@@ -200,15 +219,30 @@ def daemon_running(directory: Path) -> bool:
 
 
 def daemon_command(args: tuple[str, ...] = ()) -> list[str]:
-    return [sys.executable, "-m", "codecomplete.cli", "serve", *args]
+    """``python -P -m codecomplete.cli serve``: ``-P`` (Python 3.11+) keeps the working directory off
+    ``sys.path``, so no module of the folder an editor has open can shadow one of ours inside the daemon.
+
+    Not ``-I``: that drops the user site-packages, where a ``pip install --user`` codecomplete lives. On 3.10,
+    ``_spawn``'s fixed working directory (the private runtime dir) is the protection.
+    """
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *safe_path, "-m", "codecomplete.cli", "serve", *args]
 
 
 def ensure_daemon(
     directory: Path | None = None, *, client_id: str | None = None, args: tuple[str, ...] = (),
     timeout: float = START_TIMEOUT_S,
 ) -> DaemonClient:
-    """The running daemon, or a new one: started under a lock so editors starting together make one."""
-    directory = directory or runtime_dir()
+    """The running daemon, or a new one: started under a lock so editors starting together make one.
+
+    A given ``directory`` gets the runtime dir's checks (created 0700, no symlink, ours, in a safe parent) before
+    any lock or log file is made in it.
+    """
+    if directory is None:
+        directory = runtime_dir()
+    else:
+        directory = Path(os.path.abspath(directory))
+        make_private_dir(directory)
     client = find_daemon(directory, client_id)
     if client is not None:
         return client
@@ -224,17 +258,25 @@ def ensure_daemon(
 
 
 def _spawn(directory: Path, args: tuple[str, ...]) -> subprocess.Popen:
-    """Start ``codecomplete serve`` detached from this process: it outlives the editor that started it."""
+    """Start ``codecomplete serve`` detached from this process: it outlives the editor that started it.
+
+    Its working directory is the runtime dir, not the editor's (VS Code's is the open workspace): nothing there
+    can be imported by the daemon, even where ``-P`` is missing. A thread reaps it when it exits, so a daemon
+    that stops never lingers as a zombie child of a long-lived language server.
+    """
     if os.name == "posix":
         detach: dict[str, Any] = {"start_new_session": True}
     else:
         detach = {"creationflags": subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP}
-    fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(directory / LOG_NAME, flags, 0o600)
     with os.fdopen(fd, "ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
+        child = subprocess.Popen(
             daemon_command(args), stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True,
-            env={**os.environ, RUNTIME_ENV: str(directory)}, **detach,
+            cwd=directory, env={**os.environ, RUNTIME_ENV: str(directory)}, **detach,
         )
+    threading.Thread(target=child.wait, name=f"codecomplete-reap-{child.pid}", daemon=True).start()
+    return child
 
 
 def _wait_for_daemon(
@@ -245,18 +287,23 @@ def _wait_for_daemon(
         client = find_daemon(directory, client_id)
         if client is not None:
             return client
-        if child is not None and child.poll() is not None and not daemon_running(directory):
+        # the reaper thread waits on the child (poll() here would race it): its returncode says it has exited
+        if child is not None and child.returncode is not None and not daemon_running(directory):
             raise DaemonUnavailable(f"the daemon exited at start: {_log_tail(directory)}")
         time.sleep(0.05)
     raise DaemonUnavailable(f"the daemon did not answer within {timeout:.0f}s (log: {directory / LOG_NAME})")
 
 
 def _log_tail(directory: Path) -> str:
+    """The log's last line (why a daemon exited at start), read from its end: the log grows over many runs."""
     try:
-        lines = (directory / LOG_NAME).read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        with open(directory / LOG_NAME, "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(0, size - _LOG_TAIL_BYTES))
+            lines = log.read().decode("utf-8", errors="replace").strip().splitlines()
     except OSError:
         lines = []
-    return lines[-1] if lines else f"no output (log: {directory / LOG_NAME})"
+    return lines[-1][-500:] if lines else f"no output (log: {directory / LOG_NAME})"
 
 
 # --- the thin language server's side ---------------------------------------------------------------------
@@ -266,17 +313,18 @@ def document_window(text: str, offset: int, token_budget: int) -> tuple[int, int
     """The part of a document worth sending for a completion at ``offset``: (start, end) character offsets.
 
     Whole lines, generous for the token budget, with edges that move in coarse steps so the prefix the daemon
-    sees stays put while the user types. Small documents go whole.
+    sees stays put while the user types. Small documents go whole; a line longer than the reach (minified code)
+    is cut inside, as the daemon would cut it anyway.
     """
     reach = max(token_budget, 256) * _CHARS_PER_TOKEN
     start, end = 0, len(text)
     if offset > reach:
         snapped = (offset - reach) // _WINDOW_STEP * _WINDOW_STEP
-        start = text.rfind("\n", 0, snapped) + 1
+        start = max(text.rfind("\n", 0, snapped) + 1, snapped - reach)
     if len(text) - offset > reach:
         snapped = -(-(offset + reach) // _WINDOW_STEP) * _WINDOW_STEP
-        newline = text.find("\n", snapped)
-        end = len(text) if newline < 0 else newline + 1
+        newline = text.find("\n", snapped, snapped + reach)
+        end = min(len(text), snapped + reach) if newline < 0 else newline + 1
     return start, end
 
 
@@ -301,6 +349,7 @@ class DaemonBackend:
         self._client_id = f"lsp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._model_keys = MODEL_KEYS  # replaced by the daemon's own list once attached
         self._known: frozenset[str] | None = None  # the daemon's settings: an older daemon may know fewer
+        self._model: dict[str, Any] = {}  # model, model_name, family: what the daemon said at the last attach
         self._outage = False  # the editor was told that the daemon is gone
         self._retry_at = 0.0
         self._lock = threading.Lock()
@@ -331,15 +380,19 @@ class DaemonBackend:
         return reload or self._state == "error"
 
     async def load(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._attach)
+        refused = await asyncio.get_running_loop().run_in_executor(self._pool, self._attach)
+        if refused is not None:
+            raise refused
 
-    def _attach(self) -> None:
-        """Attach to (or start) the daemon and wait for its model.
+    def _attach(self) -> UserError | None:
+        """Attach to (or start) the daemon and wait for its model; the daemon's refusal of a model switch, if any
+        (it keeps serving the model it had, and so does this editor).
 
         Model-level settings this editor names (not None) that differ from the daemon's switch the daemon's
         model: there is one model for every editor.
         """
         self._state, self._error = "loading", None
+        refused = None
         try:
             client = self._connect()
             status = client.status()
@@ -347,19 +400,26 @@ class DaemonBackend:
             theirs = status.get("settings") or {}
             self._known = frozenset(theirs) or None
             wanted = {k: getattr(self._settings, k, None) for k in self._model_keys}
-            wanted = {k: v for k, v in wanted.items() if v is not None and theirs.get(k) != v}
+            wanted = {k: v for k, v in _absolute_model(wanted).items() if v is not None and theirs.get(k) != v}
             if wanted:
-                client.request("POST", "/model", ModelRequest(wanted).to_json(), wait=True)
+                try:
+                    client.request("POST", "/model", ModelRequest(wanted).to_json(), wait=True)
+                except DaemonUnavailable:
+                    raise
+                except UserError as exc:
+                    refused = exc
             self._wait_loaded(client)
         except UserError as exc:
             self._drop()
             self._state, self._error = "error", str(exc)
+        return refused
 
     def _wait_loaded(self, client: DaemonClient) -> None:
         deadline = time.monotonic() + LOAD_TIMEOUT_S
         while time.monotonic() < deadline:
             status = client.status()
             if status["state"] == "ready" or status.get("unloaded"):  # unloaded while idle: reloads on demand
+                self._model = {k: status.get(k) for k in ("model", "model_name", "family")}
                 self._state = "ready"
                 return
             if status["state"] == "error":
@@ -468,12 +528,25 @@ class DaemonBackend:
             status["state"], status["error"] = state, error
         return status
 
+    def summary(self) -> dict[str, Any]:
+        return {"state": self._state, "error": self._error, "model": self._settings.model, "model_name": None,
+                "family": None, **self._model}
+
     def last_completion(self) -> dict[str, Any] | None:
         return self.last.to_json() if self.last else None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
         self._drop()
+
+
+def _absolute_model(settings: dict[str, Any]) -> dict[str, Any]:
+    """A model named by a path relative to this editor's folder, made absolute: the daemon runs elsewhere (from its
+    runtime dir, so that nothing in a workspace can be imported into it)."""
+    model = settings.get("model")
+    if isinstance(model, str) and model and Path(model).expanduser().is_file():
+        return {**settings, "model": str(Path(model).expanduser().resolve())}
+    return settings
 
 
 def _quiet_forget(client: DaemonClient, key: str) -> None:
