@@ -27,6 +27,7 @@ LAZY_COMMANDS = {
     "doctor": ("codecomplete.tools.doctor",
                "Check the installation: llama.cpp backend, model, grammars, daemon, config."),
     "tray": ("codecomplete.tools.tray", "Tray icon that starts or attaches to the daemon."),
+    "soak": ("codecomplete.tools.soak", "Several editors type real files through one daemon for a long time."),
 }
 
 
@@ -88,7 +89,10 @@ def infill(location, language, model, fmt, max_tokens, token_budget, time_budget
             raise UserError(f"unknown language {language!r} (known: {', '.join(KNOWN_LANGUAGES)})")
     else:
         lang = None if path == "-" else language_for_path(path)
-    text = read_source(path)
+    try:  # read_source names every failure it knows (FIFO, device, too large, too long a name) in one line
+        text = read_source(path)
+    except (OSError, ValueError) as exc:  # and anything it does not is still one line, exit 2, no traceback
+        raise UserError(f"{path[:160]}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     offset = offset_at(text, line, col)
     settings = _settings(
         model=model,

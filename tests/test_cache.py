@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from codecomplete.core.cache import SuggestionCache
+from codecomplete.core.cache import SHOWN_DOCUMENTS, SuggestionCache
 
 DOC = "file:///a.py"
 BEFORE = "def area(r):\n    return "
@@ -75,3 +75,23 @@ def test_a_prefetched_answer_waits_unseen_until_its_spot_is_reached() -> None:
     assert cache.lookup(DOC, accepted + AFTER, len(accepted)) == ("  # square units", "prefetch")
     further = accepted + "  #"
     assert cache.lookup(DOC, further + AFTER, len(further)) == (" square units", "typing_through")
+
+
+def test_what_is_kept_per_document_is_bounded() -> None:
+    """An editor that opens thousands of files and never closes them, each a megabyte: the cache holds a
+    bounded window of a bounded number of them, and typing-through still works in a big file."""
+    cache = SuggestionCache()
+    big = "x = 1\n" * 200_000
+    for i in range(SHOWN_DOCUMENTS * 3):
+        cache.store(f"file:///{i}.py", big + BEFORE + AFTER, len(big) + len(BEFORE), "3.14 * r * r")
+    kept = cache._shown.values()
+    assert len(kept) == SHOWN_DOCUMENTS
+    assert all(len(s.before_tail) + len(s.after_head) <= 8000 for s in kept)
+    last = f"file:///{SHOWN_DOCUMENTS * 3 - 1}.py"
+    typed = big + BEFORE + "3.1"
+    assert cache.lookup(last, typed + AFTER, len(typed)) == ("4 * r * r", "typing_through")
+    assert cache.lookup("file:///0.py", typed + AFTER, len(typed)) is None  # the oldest went
+    edited = "y" + big[1:] + BEFORE + "3.1"  # an edit before the window is not seen; one inside it is
+    assert cache.lookup(last, edited + AFTER, len(edited)) == ("4 * r * r", "typing_through")
+    inside = big + BEFORE.replace("area", "size") + "3.1"
+    assert cache.lookup(last, inside + AFTER, len(inside)) is None

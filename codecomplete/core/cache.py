@@ -12,23 +12,40 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-# Characters around the cursor that key the LRU; the prompt window is usually smaller.
+# Characters around the cursor that key the LRU and check typing-through; the prompt window is usually smaller.
 _KEY_BEFORE = 6000
 _KEY_AFTER = 2000
+SHOWN_DOCUMENTS = 64  # documents whose suggestion on screen is remembered (an editor that never closes its own)
 
 
 @dataclass(frozen=True)
 class _Shown:
-    before: str  # document text before the cursor when the suggestion was made
-    after: str  # document text after the cursor
+    """The spot a suggestion was made for, by the text's lengths either side of the cursor and bounded windows
+    of it (a copy of the whole document per editor would grow with every file open)."""
+
+    before_len: int
+    before_tail: str  # the last `_KEY_BEFORE` characters before the cursor
+    after_len: int
+    after_head: str  # the first `_KEY_AFTER` characters after it
     suggestion: str
+
+    def typed(self, text: str, offset: int) -> str | None:
+        """What was typed since, when the text is the same around it; None when it is not."""
+        if len(text) - offset != self.after_len or offset < self.before_len:
+            return None
+        if not text.startswith(self.after_head, offset):
+            return None
+        start = self.before_len - len(self.before_tail)
+        if not text.startswith(self.before_tail, start):
+            return None
+        return text[self.before_len : offset]
 
 
 class SuggestionCache:
     def __init__(self, size: int = 256) -> None:
         self._size = size
         self._lru: OrderedDict[bytes, tuple[str, str]] = OrderedDict()  # key → (suggestion, how it was made)
-        self._shown: dict[str, _Shown] = {}  # per document: the last suggestion from the model
+        self._shown: OrderedDict[str, _Shown] = OrderedDict()  # per document: the last suggestion on screen
 
     @staticmethod
     def _key(text: str, offset: int, salt: str) -> bytes:
@@ -41,12 +58,9 @@ class SuggestionCache:
         """(suggestion, how) where how is ``typing_through``, ``lru`` or ``prefetch``; None when the model must
         answer. A suggestion served from the LRU becomes the one on screen, which typing can go through."""
         shown = self._shown.get(doc)
-        if shown is not None and text.endswith(shown.after) and len(text) - len(shown.after) == offset:
-            before = text[:offset]
-            if before.startswith(shown.before):
-                typed = before[len(shown.before) :]
-                if typed and shown.suggestion.startswith(typed) and len(typed) < len(shown.suggestion):
-                    return shown.suggestion[len(typed) :], "typing_through"
+        typed = None if shown is None else shown.typed(text, offset)
+        if shown is not None and typed and shown.suggestion.startswith(typed) and len(typed) < len(shown.suggestion):
+            return shown.suggestion[len(typed) :], "typing_through"
         key = self._key(text, offset, salt)
         hit = self._lru.get(key)
         if hit is None:
@@ -70,10 +84,12 @@ class SuggestionCache:
             self._show(doc, text, offset, suggestion)
 
     def _show(self, doc: str, text: str, offset: int, suggestion: str) -> None:
+        self._shown.pop(doc, None)
         if suggestion:
-            self._shown[doc] = _Shown(text[:offset], text[offset:], suggestion)
-        else:
-            self._shown.pop(doc, None)
+            tail, head = text[max(0, offset - _KEY_BEFORE) : offset], text[offset : offset + _KEY_AFTER]
+            self._shown[doc] = _Shown(offset, tail, len(text) - offset, head, suggestion)
+            while len(self._shown) > SHOWN_DOCUMENTS:
+                self._shown.popitem(last=False)
 
     def forget(self, doc: str) -> None:
         self._shown.pop(doc, None)
