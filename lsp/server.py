@@ -196,7 +196,7 @@ async def _load_with_progress(ls: CodecompleteServer) -> None:
         await load
     except UserError as exc:  # settings the model cannot load with: the previous ones still serve
         _show(ls, types.MessageType.Error, str(exc))
-    gc.freeze()  # the model's and the libraries' objects live as long as the server: keep them out of collections
+    _freeze()  # the model's and the libraries' objects live as long as the server: keep them out of collections
     if token:
         message = "ready" if ls.backend.ready else f"error: {ls.backend.error}"
         ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
@@ -245,7 +245,14 @@ def _read_ahead(ls: CodecompleteServer, doc: Document) -> None:
 
 def _done_reading(ls: CodecompleteServer) -> None:
     ls.reading_ahead -= 1
-    gc.freeze()  # what was read stays: later collections need not walk its memos (a full walk took ~30 ms)
+    _freeze()  # what was read stays: later collections need not walk its memos (a full walk took ~30 ms)
+
+
+def _freeze() -> None:
+    """Move what lives now out of the collector's walks. Garbage is collected first: frozen, a cycle is never freed
+    (freezing alone after each opened file grew a thin server 0.6 MB a minute while someone typed)."""
+    gc.collect()
+    gc.freeze()
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
