@@ -1087,16 +1087,22 @@ class LlamaVimClient:
         return text, can_accept, shown
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m codecomplete.tools.llama_server`: build (if needed) and print the binary's path."""
-    del argv
+def print_made_path(make: Callable[[Callable[[str], None]], Path]) -> int:
+    """A `python -m` entry that makes a cached artifact: progress on stderr, the path on stdout (for scripts and
+    make), a user error as one line and exit status 2."""
     try:
-        path = ensure_llama_server(progress=lambda message: print(message, file=sys.stderr, flush=True))
+        path = make(lambda message: print(message, file=sys.stderr, flush=True))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(path)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m codecomplete.tools.llama_server`: build (if needed) and print the binary's path."""
+    del argv
+    return print_made_path(lambda progress: ensure_llama_server(progress=progress))
 
 
 if __name__ == "__main__":
