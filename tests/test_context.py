@@ -8,7 +8,7 @@ import time
 import pytest
 import tree_sitter
 
-from codecomplete.core.context import Context, build_context
+from codecomplete.core.context import JUDGED_AFTER, JUDGED_BEFORE, Context, build_context, widened
 from codecomplete.core.languages import KNOWN_LANGUAGES, get_parser
 from codecomplete.errors import UserError
 
@@ -776,3 +776,18 @@ def test_performance_on_a_3000_line_file() -> None:
     print(f"\n3,000-line Python file: parse + windows {best:.1f} ms, windows on a given tree "
           f"{windows_only * 1000:.1f} ms")
     assert best < 200
+
+
+def test_widened_reaches_whole_lines_around_the_cursor_and_keeps_wider_windows() -> None:
+    text = "".join(f"line {i:05d}\n" for i in range(5000))  # 11 characters a line
+    offset = text.index("line 02500")
+    narrow = build_context(text, offset, None, len, budget=40)
+    assert offset - narrow.prefix_start < 100 and narrow.suffix_end - offset < 100
+    wide = widened(narrow, text, offset)
+    assert offset - JUDGED_BEFORE - 11 < wide.prefix_start <= offset - JUDGED_BEFORE
+    assert offset + JUDGED_AFTER <= wide.suffix_end < offset + JUDGED_AFTER + 12
+    assert text[wide.prefix_start - 1] == "\n" and text[wide.suffix_end - 1] == "\n"
+    assert wide.prefix == text[wide.prefix_start : offset] and wide.suffix == text[offset : wide.suffix_end]
+    assert widened(wide, text, offset) is wide
+    short = text[: offset + 5]
+    assert widened(build_context(short, offset, None, len, budget=40), short, offset).suffix_end == len(short)

@@ -108,6 +108,18 @@ def test_an_answer_cut_short_keeps_only_its_complete_lines() -> None:
     assert "\n" not in cut.suggestion.strip()
 
 
+def test_a_window_cut_for_time_is_judged_against_the_file() -> None:
+    """Under load a cold window is cut to a few lines; post-processing still reads the file around them. Here the
+    cursor is in a string opened above the cut: closing it is right, and judged by the cut window alone the
+    syntax check dropped it (the same blindness let suggestions that break the file through)."""
+    text = 'NOTES = """\n' + "".join(f"value_{i} = compute({i})\n" for i in range(40))
+    completer = Completer(FakeEngine(script='"""'), Settings(time_budget_ms=300, token_budget=400, max_tokens=8,
+                                                             max_tokens_single_line=8))
+    done = completer.complete(text, len(text), "python", key="notes.py")
+    assert done.windows_cut and done.context.prefix_start > 500  # the prompt saw only the last lines
+    assert done.suggestion == '"""'
+
+
 def test_fim_layouts_follow_the_model_not_the_cursor() -> None:
     """One layout per model: a layout that flipped between keystrokes re-evaluated the whole prompt each time."""
     text = "def f(x):\n    return x\n"

@@ -391,7 +391,8 @@ class Completer:
                 stop_reason=StopReason.EMPTY_PROMPT, multiline=multiline, context=ctx,
             )
         skip = postprocess_mod.check_rules(s.postprocess_skip)
-        stop = (lambda so_far: postprocess_mod.stop_reason(so_far, ctx, skip)) if s.postprocess else None
+        judged = context_mod.widened(ctx, text, offset)  # the rules read the file, not just a window cut for time
+        stop = (lambda so_far: postprocess_mod.stop_reason(so_far, judged, skip)) if s.postprocess else None
         gen = engine.generate(
             prompt.token_ids,
             max_tokens=s.max_tokens if multiline else s.max_tokens_single_line,
@@ -409,7 +410,7 @@ class Completer:
         # Stopped by a limit, its last line is unfinished: post-processing trims it to what is complete.
         limited = gen.stop_reason.cut_short or gen.stop_reason == StopReason.MAX_TOKENS
         if s.postprocess:
-            final, cut = postprocess_mod.postprocess(raw, ctx, skip, cut_short=limited)
+            final, cut = postprocess_mod.postprocess(raw, judged, skip, cut_short=limited)
         else:  # the raw text, but never half a line cut by time
             final, cut = (raw[: raw.rindex("\n")] if "\n" in raw else "") if gen.stop_reason.cut_short else raw, None
         t4 = time.perf_counter()
