@@ -23,6 +23,7 @@ import httpx2 as httpx
 import pytest
 import test_lsp
 from lsprotocol import types
+from procs import wait_gone
 
 from codecomplete.errors import UserError
 from codecomplete.serving.client import DaemonClient, document_window, ensure_daemon, find_daemon
@@ -436,17 +437,7 @@ def test_memory_benchmark_compares_shared_and_self_contained() -> None:
     assert thin * 2 < whole  # a thin language server holds no model
     assert result["ratio_rss"] > 1.2 and result["shared_rss_mb"] < result["self_contained_rss_mb"]
     pid = result["shared"]["daemon"]["pid"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.1)
-    assert not _alive(pid), "the benchmark left its daemon running"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return b"State:\tZ" not in Path(f"/proc/{pid}/status").read_bytes()
-    except OSError:
-        return False
+    assert wait_gone(pid, timeout=30), "the benchmark left its daemon running"
 
 
 def test_document_window_keeps_small_documents_whole_and_large_ones_stable() -> None:

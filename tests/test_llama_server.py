@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from gguf_factory import FIM_DEMO_BIGRAMS
+from procs import alive
 
 from codecomplete.errors import UserError
 from codecomplete.tools.llama_server import (
@@ -57,18 +58,6 @@ def _get(url: str, path: str) -> tuple[int, object]:
         conn.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); its /proc status says so
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-
-
 def test_binary_is_cached_and_reports_its_version(binary: Path) -> None:
     assert binary.is_file() and os.access(binary, os.X_OK)
     assert ensure_llama_server(progress=lambda _m: pytest.fail("a second call must not build")) == binary
@@ -80,9 +69,9 @@ def test_health_and_clean_stop(binary: Path, codellama_tidy_gguf: Path) -> None:
         assert srv.url.startswith("http://127.0.0.1:")
         assert _get(srv.url, "/health") == (200, {"status": "ok"})
         pid = srv.pid
-        assert _alive(pid)
+        assert alive(pid)
         assert "--cache-reuse" in srv.args and srv.args[srv.args.index("--batch-size") + 1] == "1024"
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 def test_infill_request_and_answer_have_llama_vims_shape(server: LlamaServer) -> None:

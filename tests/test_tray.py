@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from procs import wait_gone
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before Qt is imported anywhere in this process
 
@@ -64,23 +65,6 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         client.request("POST", "/shutdown")
     if endpoint is not None:
         wait_gone(endpoint.pid)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0  # a zombie has exited
-
-
-def wait_gone(pid: int, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def spin(app: QApplication, predicate: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
