@@ -122,9 +122,12 @@ class Engine(Tokenizer, Protocol):
 
     ``tokenizes_locally``: tokenizing is a cheap call into a local vocabulary, so remembering chunk tokenizations
     pays off (a remote engine's counts are estimates or round trips).
+    ``avoids_tokens``: ``generate`` honours ``avoid``, so a rejected answer can be followed by the model's next
+    choice (the servers' APIs offer no such constraint).
     """
 
     tokenizes_locally: bool
+    avoids_tokens: bool
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -142,8 +145,10 @@ class Engine(Tokenizer, Protocol):
         shift: bool = False,
         heal: bytes = b"",
         key: str | None = None,
+        avoid: frozenset[int] = frozenset(),
     ) -> Generation:
-        """``key`` names the document, whose KV cache the engine may keep apart from other documents'."""
+        """``key`` names the document, whose KV cache the engine may keep apart from other documents'.
+        ``avoid``: token ids not to choose first (after any healed bytes); only where ``avoids_tokens``."""
         ...
 
     def reusable(self, prompt: Sequence[int], key: str | None = None) -> int:

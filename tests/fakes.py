@@ -23,9 +23,11 @@ _MARKER_TEXT = {PRE: "<PRE>", SUF: "<SUF>", MID: "<MID>", EOT: "<EOT>"}
 
 @dataclass
 class FakeEngine:
-    """``script``: the answer, or a function from the prompt's text to the answer. ``fim``: Code Llama markers."""
+    """``script``: the answer, or a function from the prompt's text to the answer. ``fim``: Code Llama markers.
+    ``next_choices``: the answers given instead when ``avoid`` rules out the first character of those before."""
 
     script: str | Callable[[str], str] = "x"
+    next_choices: Sequence[str] = ()
     fim: bool = False
     token_delay_s: float = 0.0  # wall time per generated token
     prompt_delay_s: float = 0.0  # wall time per evaluated prompt token
@@ -35,6 +37,7 @@ class FakeEngine:
     generated: int = 0  # tokens generated so far, over all generations
     closed: bool = False
     tokenizes_locally = False
+    avoids_tokens = True
 
     def __post_init__(self) -> None:
         self.info = ModelInfo(
@@ -81,6 +84,7 @@ class FakeEngine:
         shift: bool = False,
         heal: bytes = b"",
         key: str | None = None,
+        avoid: frozenset[int] = frozenset(),
     ) -> Generation:
         prompt = list(prompt)
         if not prompt:
@@ -116,6 +120,7 @@ class FakeEngine:
         answer = self.script if watched else "x"
         if callable(answer):
             answer = answer(self.detokenize(prompt))
+        answer = next((a for a in (answer, *self.next_choices) if not a or ord(a[0]) not in avoid), "")
         answer = heal.decode("utf-8") + answer if heal and not answer.startswith(heal.decode("utf-8")) else answer
         healed = len(heal.decode("utf-8"))
         text, ids = "", []

@@ -153,6 +153,30 @@ def test_repeated_prompt_reuses_all_but_the_last_block(smol: LlamaEngine) -> Non
     assert 1 <= again.n_evaluated <= EVAL_BLOCK_TOKENS
 
 
+def test_an_avoided_first_token_gives_the_models_next_choice(smol: LlamaEngine) -> None:
+    """Asking again with the first choice ruled out costs one prompt block, and the answer is the model's best
+    among the rest: its first token differs, and ruling that one out too differs again, deterministically."""
+    ids = smol.tokenize(HEADER + "def fib(n):\n    ")
+    best = smol.generate(ids, max_tokens=6)
+    second = smol.generate(ids, max_tokens=6, avoid=frozenset({best.token_ids[0]}))
+    assert second.token_ids[0] != best.token_ids[0] and second.n_evaluated <= EVAL_BLOCK_TOKENS
+    third = smol.generate(ids, max_tokens=6, avoid=frozenset(best.token_ids[:1] + second.token_ids[:1]))
+    assert third.token_ids[0] not in (best.token_ids[0], second.token_ids[0])
+    assert smol.generate(ids, max_tokens=6, avoid=frozenset({best.token_ids[0]})).token_ids == second.token_ids
+    assert smol.generate(ids, max_tokens=6).token_ids == best.token_ids  # nothing avoided: greedy as before
+
+
+def test_avoiding_applies_to_the_answer_after_the_healed_bytes(smol: LlamaEngine) -> None:
+    from codecomplete.core.prompt import build_prompt, with_token_healing
+
+    healed = with_token_healing(smol, build_prompt(smol, "def add(a, b):\n    ret", "", "prefix"))
+    best = smol.generate(healed.token_ids, max_tokens=6, heal=healed.heal)
+    assert len(smol.piece(best.token_ids[0])) > len(healed.heal)  # "return": the heal and the answer's start
+    other = smol.generate(healed.token_ids, max_tokens=6, heal=healed.heal, avoid=frozenset(best.token_ids[:1]))
+    assert other.token_ids[0] != best.token_ids[0] and other.text != best.text
+    assert smol.piece(other.token_ids[0]).startswith(healed.heal[:1])  # the healed bytes are still re-typed
+
+
 def test_token_healing_retypes_the_removed_bytes(smol: LlamaEngine) -> None:
     """Without the trailing indentation token the model must first produce those bytes again; they are not
     part of the returned text, and the continuation starts where the prefix ended."""

@@ -120,6 +120,34 @@ def test_a_window_cut_for_time_is_judged_against_the_file() -> None:
     assert done.suggestion == '"""'
 
 
+BROKEN_BY = "def f(a, b):\n    total = a + b\n    "  # the cursor, then the rest of the file
+AFTER = "\n\n\nprint(f(1, 2))\n"
+
+
+def test_an_answer_rejected_whole_is_followed_by_the_models_next_choice() -> None:
+    """The model's first answer would break the file (or repeat it): the user gets its next choice instead of
+    nothing, found by ruling out the rejected first token; at most ``_NEXT_CHOICES`` times, then nothing."""
+    text = BROKEN_BY + AFTER
+    alone = Completer(FakeEngine(script=")"), PINNED).complete(text, len(BROKEN_BY), "python")
+    assert alone.suggestion == "" and alone.next_choices == 1  # the model had nothing else to say
+    engine = FakeEngine(script=")", next_choices=("print(f(1, 2))", "return total"))  # repeats the file, then right
+    done = Completer(engine, PINNED).complete(text, len(BROKEN_BY), "python")
+    assert done.suggestion == "return total" and done.next_choices == 2 and len(engine.prompts) == 3
+    answers = 1 + len("print(f(1, 2))") + len("return total")
+    assert done.tokens["generated"] == answers + 3 * len(done.token_healing)  # each re-typed the healed indent
+    raw = FakeEngine(script=")", next_choices=("return total",))  # without the rules nothing is judged
+    assert Completer(raw, PINNED.with_overrides({"postprocess": False})).complete(
+        text, len(BROKEN_BY), "python").suggestion == ")" and len(raw.prompts) == 1
+
+
+def test_next_choices_stay_within_the_time_budget() -> None:
+    """A slow machine: the first answer took most of the budget, so no second one is asked for."""
+    engine = FakeEngine(script=")", next_choices=("return total",), token_delay_s=0.25)
+    slow = Completer(engine, Settings(time_budget_ms=300, max_tokens=8, max_tokens_single_line=8))
+    done = slow.complete(BROKEN_BY + AFTER, len(BROKEN_BY), "python")
+    assert done.suggestion == "" and done.next_choices == 0 and len(engine.prompts) == 1
+
+
 def test_fim_layouts_follow_the_model_not_the_cursor() -> None:
     """One layout per model: a layout that flipped between keystrokes re-evaluated the whole prompt each time."""
     text = "def f(x):\n    return x\n"

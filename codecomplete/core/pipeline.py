@@ -20,7 +20,7 @@ from codecomplete.core import postprocess as postprocess_mod
 from codecomplete.core.prompt import Prompt, build_prompt, choose_format, detect_family, with_token_healing
 from codecomplete.core.snippets import Segment, Snippet, SnippetSource, format_snippets, style_for_family
 from codecomplete.core.tokencache import IncrementalTokenizer
-from codecomplete.types import Engine, StopReason, Tokenizer
+from codecomplete.types import Engine, Generation, StopReason, Tokenizer
 
 # Tokens kept free in the context window for the answer beyond the largest max_tokens setting.
 _CONTEXT_MARGIN = 8
@@ -34,6 +34,9 @@ _FULL = "\0full"  # a document's key with this appended: the KV sequence its ful
 _REPO_HEADER_SLACK = 16
 _EDGE_ANCHOR = 48  # at most this much of the line inside a remembered window edge must be unchanged to keep it
 _REMEMBERED_DOCUMENTS = 64
+# An answer these rules reject whole would break or repeat the file: the model's next choices are asked for.
+_REJECTED = frozenset({StopReason.SYNTAX, StopReason.SUFFIX_OVERLAP, StopReason.REPETITION})
+_NEXT_CHOICES = 2
 # Lines' token counts remembered (windows are budgeted line by line); a document longer than half of it is
 # not read ahead on open.
 COUNT_MEMO = 65536
@@ -143,6 +146,7 @@ class Completion:
     multiline: bool
     source: str = "model"  # model, typing_through, lru or prefetch
     windows_cut: bool = False  # the windows were cut to fit the time budget (the full ones are prefilled later)
+    next_choices: int = 0  # answers rejected whole by post-processing before this one (see ``_REJECTED``)
     # The windows the prompt was cut from (post-processing reads them); not part of the JSON.
     context: context_mod.Context | None = field(default=None, repr=False, compare=False)
 
@@ -393,27 +397,39 @@ class Completer:
         skip = postprocess_mod.check_rules(s.postprocess_skip)
         judged = context_mod.widened(ctx, text, offset)  # the rules read the file, not just a window cut for time
         stop = (lambda so_far: postprocess_mod.stop_reason(so_far, judged, skip)) if s.postprocess else None
-        gen = engine.generate(
-            prompt.token_ids,
-            max_tokens=s.max_tokens if multiline else s.max_tokens_single_line,
-            time_budget_s=s.time_budget_ms / 1000,
-            cancel=cancel,
-            stop=stop,
-            reuse=s.reuse,
-            shift=s.kv_shift,
-            heal=prompt.heal,
-            key=key,
-        )
-        self.rates.observe(gen)
-        t3 = time.perf_counter()
-        raw = gen.text
-        # Stopped by a limit, its last line is unfinished: post-processing trims it to what is complete.
-        limited = gen.stop_reason.cut_short or gen.stop_reason == StopReason.MAX_TOKENS
-        if s.postprocess:
-            final, cut = postprocess_mod.postprocess(raw, judged, skip, cut_short=limited)
-        else:  # the raw text, but never half a line cut by time
-            final, cut = (raw[: raw.rindex("\n")] if "\n" in raw else "") if gen.stop_reason.cut_short else raw, None
-        t4 = time.perf_counter()
+        avoid: frozenset[int] = frozenset()
+        spent = {"generated": 0, "evaluated": 0, "prompt_eval": 0.0, "generate": 0.0, "postprocess": 0.0}
+        while True:
+            left = s.time_budget_ms / 1000 - (time.perf_counter() - t0) if avoid else s.time_budget_ms / 1000
+            gen = engine.generate(
+                prompt.token_ids,
+                max_tokens=s.max_tokens if multiline else s.max_tokens_single_line,
+                time_budget_s=left,
+                cancel=cancel,
+                stop=stop,
+                reuse=s.reuse,
+                shift=s.kv_shift,
+                heal=prompt.heal,
+                key=key,
+                avoid=avoid,
+            )
+            self.rates.observe(gen)
+            t3 = time.perf_counter()
+            final, cut = _judge(gen, judged, skip, s.postprocess)
+            t4 = time.perf_counter()
+            spent = {"generated": spent["generated"] + len(gen.token_ids),
+                     "evaluated": spent["evaluated"] + gen.n_evaluated,
+                     "prompt_eval": spent["prompt_eval"] + gen.timings_ms["prompt_eval"],
+                     "generate": spent["generate"] + gen.timings_ms["generate"],
+                     "postprocess": spent["postprocess"] + (t4 - t3) * 1000}
+            # The whole answer was rejected as harmful or redundant: offer the model's next choice for its first
+            # token, while the budget lasts (Copilot's several candidates, at the cost of one prompt block each).
+            first = _first_answer_token(engine, gen.token_ids, len(prompt.heal))
+            if (final or (cut or gen.stop_reason) not in _REJECTED or first is None or not engine.avoids_tokens
+                    or len(avoid) >= _NEXT_CHOICES or (cancel is not None and cancel.is_set())
+                    or (time.perf_counter() - t0) * 1000 > s.time_budget_ms * _TIME_SHARE):
+                break
+            avoid |= {first}
         return Completion(
             suggestion=final,
             raw=gen.text,
@@ -426,21 +442,42 @@ class Completer:
             token_healing=prompt.heal.decode("utf-8", "replace"),
             tokens={
                 "prompt": gen.n_prompt,  # the server's count for text backends; the ids' length locally
-                "generated": len(gen.token_ids),
+                "generated": spent["generated"],
                 "reused": gen.n_reused,
                 "shifted": gen.n_shifted,
-                "evaluated": gen.n_evaluated,
+                "evaluated": spent["evaluated"],
             },
             timings_ms={
                 "context": (t1 - t0) * 1000,
                 "tokenize": (t2 - t1) * 1000,
-                "prompt_eval": gen.timings_ms["prompt_eval"],
-                "generate": gen.timings_ms["generate"],
-                "postprocess": (t4 - t3) * 1000,
+                "prompt_eval": spent["prompt_eval"],
+                "generate": spent["generate"],
+                "postprocess": spent["postprocess"],
                 "total": (t4 - t0) * 1000,
             },
             stop_reason=cut or gen.stop_reason,
             multiline=multiline,
             windows_cut=windows_cut,
+            next_choices=len(avoid),
             context=ctx,
         )
+
+
+def _first_answer_token(vocab: Tokenizer, token_ids: Sequence[int], healed: int) -> int | None:
+    """The first generated token that goes beyond the ``healed`` bytes the model re-typed: the answer's first."""
+    for token in token_ids:
+        healed -= len(vocab.piece(token))
+        if healed < 0:
+            return token
+    return None
+
+
+def _judge(gen: Generation, judged: context_mod.Context, skip: frozenset[str],
+           rules: bool) -> tuple[str, StopReason | None]:
+    """What the user sees of ``gen``, and which rule cut it. Stopped by a limit, its last line is unfinished:
+    post-processing trims it to what is complete; without the rules, never half a line cut by time."""
+    raw = gen.text
+    if rules:
+        limited = gen.stop_reason.cut_short or gen.stop_reason == StopReason.MAX_TOKENS
+        return postprocess_mod.postprocess(raw, judged, skip, cut_short=limited)
+    return (raw[: raw.rindex("\n")] if "\n" in raw else "") if gen.stop_reason.cut_short else raw, None

@@ -129,6 +129,7 @@ class LlamaEngine:
     """One loaded model and its KV cache (an ``Engine``). Thread-safe by serialising every call on one lock."""
 
     tokenizes_locally = True
+    avoids_tokens = True
 
     def __init__(
         self,
@@ -343,6 +344,7 @@ class LlamaEngine:
         shift: bool = False,
         heal: bytes = b"",
         key: str | None = None,
+        avoid: frozenset[int] = frozenset(),
     ) -> Generation:
         """Greedy generation after ``prompt``, reusing the KV cache of document ``key`` for the longest common
         prefix; ``max_tokens`` 0 evaluates the prompt only (to have it cached for the requests that follow).
@@ -351,6 +353,8 @@ class LlamaEngine:
         budget, the ``cancel`` flag (set by the LSP layer on ``$/cancelRequest``) and ``stop(text_so_far)``.
         ``heal``: bytes the prompt builder took off the end of the prompt (token healing); the first tokens are
         constrained to reproduce them, and they are not part of the returned text.
+        ``avoid``: token ids the answer's first token (the first beyond the healed bytes) may not be: the next
+        choice after a rejected answer; the KV cache makes asking again cost one prompt block.
         ``shift``: also reuse cached chunks that moved (see ``_reuse_cache``). Approximate: a shifted chunk keeps
         the attention to whatever preceded it when it was computed, so outputs can differ from a fresh
         evaluation. Prefix reuse alone is exact (see ``EVAL_BLOCK_TOKENS``).
@@ -367,7 +371,7 @@ class LlamaEngine:
             try:
                 slot = self._slot_for(key or "")
                 return self._generate_locked(slot, prompt, max_tokens, time_budget_s, cancel, stop, reuse, shift,
-                                             heal)
+                                             heal, avoid)
             finally:  # the flag may be freed once this request is done
                 llama_cpp.llama_set_abort_callback(self._ctx.ctx, _ABORT_IF_NONEMPTY, ctypes.addressof(_NEVER))
 
@@ -424,7 +428,8 @@ class LlamaEngine:
         slot.tokens.extend(tokens)
         return True
 
-    def _generate_locked(self, slot, prompt, max_tokens, time_budget_s, cancel, stop, reuse, shift, heal) -> Generation:
+    def _generate_locked(self, slot, prompt, max_tokens, time_budget_s, cancel, stop, reuse, shift, heal,
+                         avoid) -> Generation:
         start = time.perf_counter()
         deadline = None if time_budget_s is None else start + time_budget_s
         reused, shifted = self._reuse_cache(slot, prompt, shift) if reuse else (0, 0)
@@ -468,10 +473,15 @@ class LlamaEngine:
         eot = self.info.eot
         pieces = self._piece_table()[0]
         while reason is None:
-            if heal:  # constrained: the healed bytes first (the only time logits are read from Python)
+            if heal or avoid:  # constrained (the only times logits are read from Python)
                 logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, -1),
                                                shape=(self.info.n_vocab,))
-                allowed = self.healing_candidates(heal)
+                if avoid:
+                    logits = logits.copy()
+                    logits[[t for t in avoid if 0 <= t < logits.size]] = -np.inf
+                allowed = self.healing_candidates(heal) if heal else np.empty(0, dtype=np.int64)
+                if avoid and allowed.size:
+                    allowed = allowed[np.isfinite(logits[allowed])]
                 token = int(allowed[logits[allowed].argmax()]) if allowed.size else int(logits.argmax())
             else:
                 token = llama_cpp.llama_sampler_sample(self._greedy, self._ctx.ctx, -1)
@@ -483,6 +493,8 @@ class LlamaEngine:
             if heal:  # still re-typing what the prompt builder took off: emit only what goes beyond it
                 taken = min(len(heal), len(piece))
                 piece, heal = piece[taken:], heal[taken:]
+            if piece:  # the first token of the answer is chosen
+                avoid = frozenset()
             text += decoder.decode(piece)
             reason = (stop(text) if stop else None) or interrupted()
             if reason is None and len(generated) >= max_tokens:

@@ -669,6 +669,7 @@ class RemoteEngine:
     """An ``Engine`` whose model runs in a server (see the module docstring)."""
 
     tokenizes_locally = False  # counts are estimates, tokenizing is a round trip: nothing to remember
+    avoids_tokens = False  # the servers' APIs cannot constrain the first token: ``avoid`` is never passed
 
     def __init__(self, backend: str, url: str | None = None, *, model: str | None = None, fim: str = "auto",
                  n_ctx: int = 4096) -> None:
@@ -753,17 +754,21 @@ class RemoteEngine:
         shift: bool = False,
         heal: bytes = b"",
         key: str | None = None,
+        avoid: frozenset[int] = frozenset(),
     ) -> Generation:
         """Stream a greedy completion of ``prompt``; the same checks and result as ``Engine.generate`` (the server
         keeps its own caches: ``key`` is not used).
 
         ``reuse`` and ``shift`` become llama-server's ``cache_prompt`` and ``n_cache_reuse``; other servers
-        manage their caches themselves. ``heal`` is checked rather than enforced (see ``_plan``).
+        manage their caches themselves. ``heal`` is checked rather than enforced (see ``_plan``). ``avoid`` is
+        refused: callers ask ``avoids_tokens`` first.
         Token ids and counts of text backends are in this engine's character vocabulary.
         """
         prompt = list(prompt)
         if not prompt:
             raise ValueError("empty prompt")
+        if avoid:
+            raise ValueError("a remote engine cannot avoid tokens")
         start = time.perf_counter()
         deadline = None if time_budget_s is None else start + time_budget_s
         heal_text = heal.decode("utf-8", "replace")

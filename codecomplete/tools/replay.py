@@ -535,7 +535,8 @@ class Session:
             if record.outcome in ("answered", "empty"):
                 last = await self.last_completion()
                 if last and last.get("completion", "") == (record.suggestion or ""):
-                    record.server = {k: last.get(k) for k in ("source", "tokens", "timings_ms", "stop_reason")}
+                    record.server = {k: last.get(k) for k in ("source", "tokens", "timings_ms", "stop_reason",
+                                                             "next_choices")}
                     if record.server["source"] == "model":
                         result.server_entries.append(record.server)
         else:
