@@ -76,6 +76,12 @@ SINGLE_VS_MULTI = [
          "\nprint(x)", "single_line", SINGLE),
     Case("js-next-line-after-a-written-one", "javascript", "  const x = 1;█\n", "\n  const y = x + 1;\n  z();",
          "\n  const y = x + 1;", "single_line", SINGLE),
+    # On a blank line the model keeps blank (a docstring's paragraph break), the next line is the suggestion.
+    Case("py-next-line-after-a-blank-one", "python", 'def wrap():\n    """Wrap text.\n█\n    """\n',
+         "\n    Long words are split.\n", "\n    Long words are split.", "single_line",
+         {"multiline": False, "in_string": True}),
+    Case("py-no-next-line-inside-a-docstring-line", "python", 'def wrap():\n    """Wrap █text.\n    """\n',
+         "\n    Long words are split.\n", "", "single_line", {"multiline": False, "in_string": True}),
     Case("py-no-next-line-after-a-dangling-operator", "python", "x = a +█\n", "\n    b\n", "", "single_line",
          SINGLE),
     Case(

@@ -437,11 +437,13 @@ class _Cut:
 
 def _single_line(scan: _Scan, i: int) -> _Cut | None:
     """Where only a line makes sense, the first newline ends the suggestion; at the end of a line already written,
-    a suggestion that starts a new line is that next line (shown under the cursor's line, as Copilot does)."""
+    or on a blank line (in a docstring, a comment) the model keeps blank, a suggestion that starts a new line is
+    that next line (shown under the cursor's line, as Copilot does)."""
     situation = scan.env.ctx.situation
     if situation.multiline:
         return None
-    if i > int(not scan.lines[0].text and _line_is_written(scan.env)):
+    blank = not (situation.line_prefix.strip() or situation.line_suffix.strip())
+    if i > int(not scan.lines[0].text and (blank or _line_is_written(scan.env))):
         return _Cut(scan.lines[i].start - 1, StopReason.SINGLE_LINE)
     return None
 
