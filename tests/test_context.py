@@ -791,3 +791,12 @@ def test_widened_reaches_whole_lines_around_the_cursor_and_keeps_wider_windows()
     assert widened(wide, text, offset) is wide
     short = text[: offset + 5]
     assert widened(build_context(short, offset, None, len, budget=40), short, offset).suffix_end == len(short)
+
+
+def test_widened_cuts_minified_lines_instead_of_reaching_their_ends() -> None:
+    """A 5 MB line: judging it whole re-parsed 5 MB after every token (42 s for one suggestion under load)."""
+    text = "var a=" + "x+" * 2_500_000 + "1;\nfoo(\n"
+    offset = 3_000_000
+    wide = widened(build_context(text, offset, "javascript", len, budget=40), text, offset)
+    assert wide.prefix_start == offset - 2 * JUDGED_BEFORE and wide.suffix_end == offset + 2 * JUDGED_AFTER
+    assert wide.prefix == text[wide.prefix_start : offset] and wide.suffix == text[offset : wide.suffix_end]

@@ -195,10 +195,16 @@ JUDGED_AFTER = 4096
 
 def widened(ctx: Context, text: str, offset: int) -> Context:
     """`ctx` with its windows extended to at least JUDGED_BEFORE/JUDGED_AFTER characters of `text` around the
-    cursor (at line boundaries); `ctx` itself when they already reach that far."""
-    start = text.rfind("\n", 0, max(0, offset - JUDGED_BEFORE)) + 1 if offset > JUDGED_BEFORE else 0
-    end = text.find("\n", offset + JUDGED_AFTER)
-    end = len(text) if end < 0 else end + 1
+    cursor, at line boundaries within twice that (minified code has none: its lines are cut there, or every
+    token would re-parse megabytes); `ctx` itself when they already reach that far."""
+    start = 0
+    if offset > JUDGED_BEFORE:
+        farthest = max(0, offset - 2 * JUDGED_BEFORE)
+        newline = text.rfind("\n", farthest, offset - JUDGED_BEFORE)
+        start = newline + 1 if newline >= 0 else farthest
+    farthest = min(len(text), offset + 2 * JUDGED_AFTER)
+    newline = text.find("\n", offset + JUDGED_AFTER, farthest)
+    end = newline + 1 if newline >= 0 else farthest
     start, end = min(start, ctx.prefix_start), max(end, ctx.suffix_end)
     if (start, end) == (ctx.prefix_start, ctx.suffix_end):
         return ctx
