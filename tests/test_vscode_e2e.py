@@ -261,7 +261,8 @@ def run_command(page: Page, title: str, closes: bool = True) -> None:
 
 
 def line_js(number: int) -> str:
-    """A JS expression: the text of editor line `number` as VS Code renders it (null when not on screen)."""
+    """A JS expression: the text of editor line `number` as VS Code renders it, without ghost text drawn into
+    it (null when not on screen)."""
     return f"""(() => {{
         const editor = document.querySelector('.editor-instance .monaco-editor');
         const gutter = [...editor.querySelectorAll('.margin-view-overlays > div')]
@@ -269,7 +270,10 @@ def line_js(number: int) -> str:
         if (!gutter) return null;
         const line = [...editor.querySelectorAll('.view-lines > .view-line')]
             .find(l => l.style.top === gutter.style.top);
-        return line ? line.textContent.replace(/\\u00a0/g, ' ') : null;
+        if (!line) return null;
+        const text = line.cloneNode(true);
+        text.querySelectorAll('[class*="ghost-text"]').forEach(g => g.remove());
+        return text.textContent.replace(/\\u00a0/g, ' ');
     }})()"""
 
 
