@@ -68,6 +68,18 @@ async def test_a_request_is_answered_by_the_model_and_then_from_the_cache(schedu
     assert typed.shown == "+ b" and typed.completion.source == "typing_through" and len(engine.prompts) == 1
 
 
+async def test_the_request_log_says_how_many_answers_were_rejected_before_the_shown_one() -> None:
+    """The bench reads it to count suggestions that the model's next choice rescued."""
+    engine = FakeEngine(script=")", next_choices=("a + b",))  # ")" would break the file
+    scheduler = make(engine)
+    try:
+        done = await scheduler.complete("editor", request())
+        assert done.shown == "a + b"
+        assert scheduler.service.recent[-1]["next_choices"] == 1 and scheduler.service.recent[-1]["source"] == "model"
+    finally:
+        scheduler.stop()
+
+
 async def test_a_newer_request_for_the_same_document_supersedes_a_running_one(engine: FakeEngine) -> None:
     engine.token_delay_s = 0.01
     engine.script = "x" * 1000

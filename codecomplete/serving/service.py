@@ -189,7 +189,8 @@ class CompletionService:
         self.stats.reused_tokens += result.tokens["reused"]
         self.stats.generated_tokens += result.tokens["generated"]
         self.recent.append({"latency_ms": latency, "source": result.source, "tokens": result.tokens,
-                            "timings_ms": result.timings_ms, "stop_reason": result.stop_reason.value})
+                            "timings_ms": result.timings_ms, "stop_reason": result.stop_reason.value,
+                            "next_choices": result.next_choices})
 
     def summary(self) -> dict[str, Any]:
         """What a status notification says of the model."""
