@@ -398,7 +398,8 @@ class Completer:
         judged = context_mod.widened(ctx, text, offset)  # the rules read the file, not just a window cut for time
         stop = (lambda so_far: postprocess_mod.stop_reason(so_far, judged, skip)) if s.postprocess else None
         avoid: frozenset[int] = frozenset()
-        spent = {"generated": 0, "evaluated": 0, "prompt_eval": 0.0, "generate": 0.0, "postprocess": 0.0}
+        tried: list[Generation] = []  # the answers asked for, the shown one last
+        postprocess_ms = 0.0
         while True:
             left = s.time_budget_ms / 1000 - (time.perf_counter() - t0) if avoid else s.time_budget_ms / 1000
             gen = engine.generate(
@@ -413,20 +414,17 @@ class Completer:
                 key=key,
                 avoid=avoid,
             )
+            tried.append(gen)
             self.rates.observe(gen)
             t3 = time.perf_counter()
             final, cut = _judge(gen, judged, skip, s.postprocess)
             t4 = time.perf_counter()
-            spent = {"generated": spent["generated"] + len(gen.token_ids),
-                     "evaluated": spent["evaluated"] + gen.n_evaluated,
-                     "prompt_eval": spent["prompt_eval"] + gen.timings_ms["prompt_eval"],
-                     "generate": spent["generate"] + gen.timings_ms["generate"],
-                     "postprocess": spent["postprocess"] + (t4 - t3) * 1000}
+            postprocess_ms += (t4 - t3) * 1000
             # The whole answer was rejected as harmful or redundant: offer the model's next choice for its first
             # token, while the budget lasts (Copilot's several candidates, at the cost of one prompt block each).
-            first = _first_answer_token(engine, gen.token_ids, len(prompt.heal))
-            if (final or (cut or gen.stop_reason) not in _REJECTED or first is None or not engine.avoids_tokens
-                    or len(avoid) >= _NEXT_CHOICES or (cancel is not None and cancel.is_set())
+            rejected = not final and (cut or gen.stop_reason) in _REJECTED and engine.avoids_tokens
+            first = _first_answer_token(engine, gen.token_ids, len(prompt.heal)) if rejected else None
+            if (first is None or len(avoid) >= _NEXT_CHOICES or (cancel is not None and cancel.is_set())
                     or (time.perf_counter() - t0) * 1000 > s.time_budget_ms * _TIME_SHARE):
                 break
             avoid |= {first}
@@ -442,17 +440,17 @@ class Completer:
             token_healing=prompt.heal.decode("utf-8", "replace"),
             tokens={
                 "prompt": gen.n_prompt,  # the server's count for text backends; the ids' length locally
-                "generated": spent["generated"],
+                "generated": sum(len(g.token_ids) for g in tried),
                 "reused": gen.n_reused,
                 "shifted": gen.n_shifted,
-                "evaluated": spent["evaluated"],
+                "evaluated": sum(g.n_evaluated for g in tried),
             },
             timings_ms={
                 "context": (t1 - t0) * 1000,
                 "tokenize": (t2 - t1) * 1000,
-                "prompt_eval": spent["prompt_eval"],
-                "generate": spent["generate"],
-                "postprocess": spent["postprocess"],
+                "prompt_eval": sum(g.timings_ms["prompt_eval"] for g in tried),
+                "generate": sum(g.timings_ms["generate"] for g in tried),
+                "postprocess": postprocess_ms,
                 "total": (t4 - t0) * 1000,
             },
             stop_reason=cut or gen.stop_reason,
