@@ -47,6 +47,15 @@ _COMMENT_STARTS = ("//", "/*", "#", "--")  # a region whose opener matches one o
 _DANGLING = re.compile(r"(?:&&|\|\||<<|>>|->|=>|<-|::|[-+*/%&|^=!.\\~])$")
 _NOT_DANGLING = re.compile(r"(?:\+\+|--|\.\.\.|\*/|\bimport\s+\*)$")
 _MAX_PERIOD = 8  # longest block of lines `repetition` looks for
+# A line the model is stuck in: a piece of 3-40 characters thrice or more in a row over 64 characters
+# (`1.1.1.1.…`, `_FLOPPY_FLOPPY_…`), over 24 when the piece is code of 8 characters or more
+# (`last: now(), last: now(), …`; not a row of `0, ` or `None, `: data); or whitespace running on past column 48
+# (16 blanks or more generated at once: no indentation goes there).
+_LOOP = re.compile(r"(\S.{2,39}?)\1{2,}")
+_LOOP_SPAN, _CODE_LOOP_SPAN = 64, 24
+_LETTER = re.compile(r"[^\W\d]")
+_BLANK_RUN = re.compile(r"[ \t]{16,}")
+_BLANK_RUN_COLUMN = 48
 _LEADING = re.compile(r"^([ \t]*)(\S)", re.M)  # a non-blank line's indentation and first character
 _INDENT_STEPS = (2, 3, 4, 8)  # widths of one level of space indentation
 _INDENT_SAMPLE = 2000  # characters of prefix read to tell how the file indents (half as many of suffix)
@@ -549,12 +558,28 @@ def _suffix_line(scan: _Scan, i: int) -> _Cut | None:
     return None
 
 
+def _loops(line: _Line) -> bool:
+    """Whether the model is stuck within this line (see `_LOOP`); only its generated part counts: continuing a
+    pattern the user typed is not a loop."""
+    for m in _LOOP.finditer(line.text):
+        piece = m.group(1)
+        code = len(piece) >= 8 and _LETTER.search(piece) is not None
+        if m.end() - m.start() >= (_CODE_LOOP_SPAN if code else _LOOP_SPAN):
+            return True
+    prefix = line.full[: len(line.full) - len(line.text)]
+    return any(len((prefix + line.text[: m.end()]).expandtabs(4)) > _BLANK_RUN_COLUMN
+               for m in _BLANK_RUN.finditer(line.text))
+
+
 def _repetition(scan: _Scan, i: int) -> _Cut | None:
     """A loop is cut back to its first pass: the same line a third time in a row, or a block of lines a second
     time (blank lines between them do not count). Two equal lines can be meant (`x += 1` twice, table rows);
     a copied block of several lines is not. The line that completes the repeat decides, so a loop is never
-    generated further than that. A block of only closers is nesting, not a loop."""
+    generated further than that. A block of only closers is nesting, not a loop. A line looping within itself
+    goes whole, as soon as it does."""
     line = scan.lines[i]
+    if _loops(line):
+        return _Cut(max(line.start - 1, 0), StopReason.REPETITION)
     if not line.complete or not line.stripped:
         return None
     indices, keys, position = scan.non_blank
@@ -637,11 +662,14 @@ def _ends_cleanly(text: str, env: _Env) -> bool:
 
 def _trim_cut_short(text: str, env: _Env) -> str:
     """An answer the engine cut short is kept up to its last complete line, and from there back to the last
-    complete statement (see `_dangling_end`); one still on the cursor's line only if it ends cleanly."""
+    complete statement (see `_dangling_end`); one still on the cursor's line only if it ends cleanly, or up to
+    its last whole word when it is prose in the string or comment the cursor is in."""
     newline = text.rfind("\n")
     if newline < 0:
         if _ends_cleanly(text, env):
             return text
+        if _read_open(env.syntax, text, env.start).in_text:  # prose: its whole words are worth showing
+            return text.rstrip() if text[-1:].isspace() else text[: len(text) - len(text.split()[-1])].rstrip()
         # a list going on (`12, 13, 1`): its complete elements are worth showing, the one being written is not
         comma = text.rfind(",")
         kept = text[: comma + 1]
