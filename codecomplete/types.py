@@ -29,6 +29,7 @@ class StopReason(str, Enum):
     SUFFIX_OVERLAP = "suffix_overlap"  # what follows is already in the suffix
     REPETITION = "repetition"
     SYNTAX = "syntax"  # cut where inserting more would add syntax errors around the cursor
+    LINE_DUE = "line_due"  # mid-line, where pauses are short: the lines complete when an answer was due
     # answered without the model
     TYPING_THROUGH = "typing_through"
     LRU = "lru"

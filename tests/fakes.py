@@ -65,7 +65,7 @@ class FakeEngine:
         return found[0] if found else (ord(text) if len(text) == 1 else None)
 
     def piece(self, token: int) -> bytes:
-        return self.token_text(token).encode("utf-8")
+        return self.token_text(token).encode("utf-8", "surrogatepass")  # the vocabulary is every code point
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return "".join(map(self.token_text, tokens))

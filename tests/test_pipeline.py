@@ -140,12 +140,49 @@ def test_an_answer_rejected_whole_is_followed_by_the_models_next_choice() -> Non
         text, len(BROKEN_BY), "python").suggestion == ")" and len(raw.prompts) == 1
 
 
+def test_a_model_stuck_on_blanks_is_asked_for_an_answer_that_starts_with_code() -> None:
+    """Under load the benchmark's model wrote 34 spaces, then (told not to start with that one) other blanks: its
+    next choice may not start with any blank token."""
+    docstring = 'def wrap(chunks, line):\n    """wrap(chunks : [string],\n' + " " * 29
+    engine = FakeEngine(script=" " * 40, next_choices=("\t" * 40, "line : [string])"))
+    done = Completer(engine, PINNED).complete(docstring + '\n    """\n', len(docstring), "python")
+    assert done.suggestion == "line : [string])" and done.next_choices == 1 and len(engine.prompts) == 2
+
+
 def test_next_choices_stay_within_the_time_budget() -> None:
     """A slow machine: the first answer took most of the budget, so no second one is asked for."""
     engine = FakeEngine(script=")", next_choices=("return total",), token_delay_s=0.25)
     slow = Completer(engine, Settings(time_budget_ms=300, max_tokens=8, max_tokens_single_line=8))
     done = slow.complete(BROKEN_BY + AFTER, len(BROKEN_BY), "python")
     assert done.suggestion == "" and done.next_choices == 0 and len(engine.prompts) == 1
+
+
+STRUCT = "\n\t\ttokens: burst,\n\t\tlast:   now,\n\t\tkey:    key,\n\t}\n\treturn b\n}\n"
+
+
+def test_a_multi_line_answer_begun_mid_line_goes_out_at_a_line_end_when_due() -> None:
+    """Mid-line pauses are short: past the due time a block being written is answered with its complete lines,
+    not after typing resumed (the benchmark under load lost such pauses). At the start of a line it runs on."""
+    engine = FakeEngine(script=STRUCT, token_delay_s=0.02)  # a line every ~0.3 s; the whole answer ~1.2 s
+    mid_line = "func get(key string) *bucket {\n\tb := &bucket{"
+    due = Completer(engine, PINNED).complete(mid_line, len(mid_line), "go")
+    assert due.multiline and due.stop_reason == StopReason.LINE_DUE
+    assert due.suggestion.startswith("\n\t\ttokens: burst,") and STRUCT.startswith(due.suggestion + "\n")
+    assert due.tokens["generated"] < len(STRUCT) // 2
+    at_line_start = "func get(key string) *bucket {\n\tb := &bucket{\n\t\t"
+    whole = Completer(FakeEngine(script=STRUCT[3:], token_delay_s=0.02), PINNED).complete(
+        at_line_start, len(at_line_start), "go")
+    assert whole.stop_reason != StopReason.LINE_DUE and whole.suggestion.count("\n") >= 2
+
+
+def test_a_block_the_answer_opens_mid_line_is_not_cut_when_due() -> None:
+    """Its first lines alone would leave the block open (dropped whole): the answer runs on to the block's end."""
+    method = "why) {\n    this.running.clear();\n    this.paused = true;\n  }\n\n  resume() {\n"
+    mid_line = "class Queue {\n  pause("
+    done = Completer(FakeEngine(script=method, token_delay_s=0.02), PINNED).complete(
+        mid_line + "\n}\n", len(mid_line), "javascript")
+    assert done.stop_reason == StopReason.BLOCK_END
+    assert done.suggestion == "why) {\n    this.running.clear();\n    this.paused = true;\n  }"
 
 
 def test_fim_layouts_follow_the_model_not_the_cursor() -> None:

@@ -10,7 +10,7 @@ import collections
 import functools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -37,6 +37,9 @@ _REMEMBERED_DOCUMENTS = 64
 # An answer these rules reject whole would break or repeat the file: the model's next choices are asked for.
 _REJECTED = frozenset({StopReason.SYNTAX, StopReason.SUFFIX_OVERLAP, StopReason.REPETITION})
 _NEXT_CHOICES = 2
+# A pause mid-line is short (typing resumes within a second): a multi-line answer begun there goes out at the first
+# line end after this long, with the lines complete by then; accepting them brings the next ones (prefetch).
+_MID_LINE_DUE_S = 0.25
 # Lines' token counts remembered (windows are budgeted line by line); a document longer than half of it is
 # not read ahead on open.
 COUNT_MEMO = 65536
@@ -300,6 +303,13 @@ class Completer:
                 prompt = build_prompt(self.tok, ctx.prefix, ctx.suffix, fmt, segments)
         return ctx, fmt, with_token_healing(self.tok, prompt), context_ms
 
+    @functools.cached_property
+    def _blank_tokens(self) -> frozenset[int]:
+        """The vocabulary's tokens of only spaces, tabs and newlines (a model stuck writing blanks goes on in
+        another one of them)."""
+        engine = self.engine
+        return frozenset(t for t in range(engine.info.n_vocab) if not engine.piece(t).strip())
+
     def _timed_budget(self, s: Settings, multiline: bool) -> int:
         """The prompt tokens this machine evaluates, and writes an answer after, within the time budget (rates
         measured at load, then from every request)."""
@@ -396,7 +406,8 @@ class Completer:
             )
         skip = postprocess_mod.check_rules(s.postprocess_skip)
         judged = context_mod.widened(ctx, text, offset)  # the rules read the file, not just a window cut for time
-        stop = (lambda so_far: postprocess_mod.stop_reason(so_far, judged, skip)) if s.postprocess else None
+        stop = _stopper(judged, skip, t0 + _MID_LINE_DUE_S if multiline and ctx.situation.line_prefix.strip()
+                        else None) if s.postprocess else None
         avoid: frozenset[int] = frozenset()
         tried: list[Generation] = []  # the answers asked for, the shown one last
         postprocess_ms = 0.0
@@ -424,10 +435,10 @@ class Completer:
             # token, while the budget lasts (Copilot's several candidates, at the cost of one prompt block each).
             rejected = not final and (cut or gen.stop_reason) in _REJECTED and engine.avoids_tokens
             first = _first_answer_token(engine, gen.token_ids, len(prompt.heal)) if rejected else None
-            if (first is None or len(avoid) >= _NEXT_CHOICES or (cancel is not None and cancel.is_set())
+            if (first is None or len(tried) > _NEXT_CHOICES or (cancel is not None and cancel.is_set())
                     or (time.perf_counter() - t0) * 1000 > s.time_budget_ms * _TIME_SHARE):
                 break
-            avoid |= {first}
+            avoid |= {first} if gen.text.strip() else self._blank_tokens  # blanks: the next starts with code
         return Completion(
             suggestion=final,
             raw=gen.text,
@@ -456,9 +467,26 @@ class Completer:
             stop_reason=cut or gen.stop_reason,
             multiline=multiline,
             windows_cut=windows_cut,
-            next_choices=len(avoid),
+            next_choices=len(tried) - 1,
             context=ctx,
         )
+
+
+def _stopper(
+    judged: context_mod.Context, skip: frozenset[str], due: float | None
+) -> Callable[[str], StopReason | None]:
+    """The engine's per-token check: the post-processing rules, and past ``due`` (perf_counter) the end of a line
+    after which the answer has complete code to show (a block it opened is not: it goes on)."""
+
+    def stop(so_far: str) -> StopReason | None:
+        reason = postprocess_mod.stop_reason(so_far, judged, skip)
+        if reason is not None or due is None or not so_far.rstrip(" \t").endswith("\n") or not so_far.strip():
+            return reason
+        if time.perf_counter() >= due and postprocess_mod.postprocess(so_far, judged, skip, cut_short=True)[0]:
+            return StopReason.LINE_DUE
+        return None
+
+    return stop
 
 
 def _first_answer_token(vocab: Tokenizer, token_ids: Sequence[int], healed: int) -> int | None:
@@ -476,6 +504,6 @@ def _judge(gen: Generation, judged: context_mod.Context, skip: frozenset[str],
     post-processing trims it to what is complete; without the rules, never half a line cut by time."""
     raw = gen.text
     if rules:
-        limited = gen.stop_reason.cut_short or gen.stop_reason == StopReason.MAX_TOKENS
+        limited = gen.stop_reason.cut_short or gen.stop_reason in (StopReason.MAX_TOKENS, StopReason.LINE_DUE)
         return postprocess_mod.postprocess(raw, judged, skip, cut_short=limited)
     return (raw[: raw.rindex("\n")] if "\n" in raw else "") if gen.stop_reason.cut_short else raw, None

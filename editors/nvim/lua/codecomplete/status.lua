@@ -247,6 +247,7 @@ local STOP_WORDS = {
   time_budget = "the time budget ran out",
   block_end = "the end of the block",
   single_line = "the end of the line",
+  line_due = "a line end (a pause mid-line is short)",
   max_tokens = "the token cap",
   loading = "the model was still loading",
 }
