@@ -650,6 +650,25 @@ CUT_SHORT = [
         {"in_string": True},
         True,
     ),
+    # A block the answer opened that the code after the cursor closes: its complete lines break nothing.
+    Case(
+        "js-cut-method-above-the-rest-of-its-body",
+        "javascript",
+        "class Queue {\n  █\n    this.paused = true;\n  }\n}\n",
+        "pause() {\n    this.running.clear();\n    this.pa",
+        "pause() {\n    this.running.clear();",
+        None,
+        **CUT,
+    ),
+    Case(
+        "js-cut-method-nothing-closes-goes",
+        "javascript",
+        "class Queue {\n  █\n}\n",
+        "pause() {\n    this.running.clear();\n    this.pa",
+        "",
+        None,
+        **CUT,
+    ),
     # Prose the engine cut on the cursor's line: its whole words (the last one may be half-written).
     Case(
         "py-cut-docstring-line-keeps-whole-words",

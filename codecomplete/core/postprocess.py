@@ -660,10 +660,12 @@ def _ends_cleanly(text: str, env: _Env) -> bool:
     return end > 0 and text[end - 1] in ";)]},"
 
 
-def _trim_cut_short(text: str, env: _Env) -> str:
+def _trim_cut_short(text: str, env: _Env, checked: bool) -> str:
     """An answer the engine cut short is kept up to its last complete line, and from there back to the last
     complete statement (see `_dangling_end`); one still on the cursor's line only if it ends cleanly, or up to
-    its last whole word when it is prose in the string or comment the cursor is in."""
+    its last whole word when it is prose in the string or comment the cursor is in. With the syntax check
+    (`checked`), complete lines in a block the answer opened stay when the code after the cursor closes it and
+    inserting them adds no syntax error (a method typed again above the rest of its body)."""
     newline = text.rfind("\n")
     if newline < 0:
         if _ends_cleanly(text, env):
@@ -674,9 +676,12 @@ def _trim_cut_short(text: str, env: _Env) -> str:
         comma = text.rfind(",")
         kept = text[: comma + 1]
         return kept if comma > 0 and _ends_cleanly(kept, env) else ""
-    text = text[:newline]
+    lines = text = text[:newline]
     while (cut := _dangling_end(text, env)) is not None:
         text = text[:cut]
+    if checked and text != lines and _read_open(env.syntax, lines, env.start).unclosed \
+            and _drop_syntax_errors(lines, env) == lines:
+        return lines
     return text
 
 
@@ -769,8 +774,12 @@ def _drop_syntax_errors(text: str, env: _Env) -> str:
     parsed (`local_windows`: about 3 KB, two parses of 0.3 ms). Languages without a grammar are left alone."""
     if not text.strip():
         return text
-    prefix, suffix = local_windows(env.ctx.prefix, env.ctx.suffix, env.ctx.language)
-    return text[: first_harmless_cut(prefix, text, suffix, env.ctx.language)]
+    ctx = env.ctx
+    prefix, suffix = local_windows(ctx.prefix, ctx.suffix, ctx.language)
+    text = text[: first_harmless_cut(prefix, text, suffix, ctx.language)]
+    if text.strip() and (prefix, suffix) != (ctx.prefix, ctx.suffix):
+        text = text[: first_harmless_cut(ctx.prefix, text, ctx.suffix, ctx.language)]
+    return text
 
 
 # (name, rule, the reason it reports when it changes the text; None keeps the line rules' reason)
@@ -821,7 +830,7 @@ def postprocess(
     if cut is not None:
         text, reason = text[: cut.end], cut.reason
     elif cut_short:  # where a line rule cut, the code had ended before the engine stopped
-        text = _trim_cut_short(text, env)
+        text = _trim_cut_short(text, env, "syntax" not in disabled)
     for name, rule, why in _TEXT_RULES:
         if name in disabled:
             continue
