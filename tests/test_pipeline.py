@@ -176,13 +176,13 @@ def test_a_multi_line_answer_begun_mid_line_goes_out_at_a_line_end_when_due() ->
 
 
 def test_a_block_the_answer_opens_mid_line_is_not_cut_when_due() -> None:
-    """Its first lines alone would leave the block open (dropped whole): the answer runs on to the block's end."""
-    method = "why) {\n    this.running.clear();\n    this.paused = true;\n  }\n\n  resume() {\n"
-    mid_line = "class Queue {\n  pause("
-    done = Completer(FakeEngine(script=method, token_delay_s=0.02), PINNED).complete(
-        mid_line + "\n}\n", len(mid_line), "javascript")
-    assert done.stop_reason == StopReason.BLOCK_END
-    assert done.suggestion == "why) {\n    this.running.clear();\n    this.paused = true;\n  }"
+    """Its first lines alone would leave the block open (an added syntax error): the answer runs on to the
+    block's end."""
+    arrow = "(item) => {\n    item.close();\n    return item;\n  }"
+    before, after = "function closeAll(items) {\n  const done = items.map(", ");\n  return done;\n}\n"
+    done = Completer(FakeEngine(script="(" + arrow + "\n", token_delay_s=0.02), PINNED).complete(  # "(" healed
+        before + after, len(before), "javascript")
+    assert done.multiline and done.suggestion == arrow  # not "(item) => {\n    item.close();" at the due time
 
 
 def test_fim_layouts_follow_the_model_not_the_cursor() -> None:

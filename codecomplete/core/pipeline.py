@@ -36,7 +36,7 @@ _EDGE_ANCHOR = 48  # at most this much of the line inside a remembered window ed
 _REMEMBERED_DOCUMENTS = 64
 # An answer these rules reject whole would break or repeat the file: the model's next choices are asked for.
 _REJECTED = frozenset({StopReason.SYNTAX, StopReason.SUFFIX_OVERLAP, StopReason.REPETITION})
-_NEXT_CHOICES = 2
+_NEXT_CHOICES = 4
 # A pause mid-line is short (typing resumes within a second): a multi-line answer begun there goes out at the first
 # line end after this long, with the lines complete by then; accepting them brings the next ones (prefetch).
 _MID_LINE_DUE_S = 0.25
