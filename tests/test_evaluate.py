@@ -136,11 +136,13 @@ def test_repo_rows_per_language_add_up_and_have_no_pass_rate(source_tree):
 
 
 def test_raw_not_prefix_counts_diverging_runs():
-    def record(task: str, flag: bool, raw: str) -> Record:
-        return Record("repo", task, "go", "prefix", flag, False, raw, raw, "eos", 1.0, False, 0.0, None, "")
+    def record(task: str, flag: bool, raw: str, next_choices: int = 0) -> Record:
+        return Record("repo", task, "go", "prefix", flag, False, raw, raw, "eos", 1.0, False, 0.0, None, "",
+                      next_choices=next_choices)
 
     records = [record("a", True, "x = 1"), record("a", False, "x = 1\ny = 2"),
-               record("b", True, "if x"), record("b", False, "return x")]
+               record("b", True, "if x"), record("b", False, "return x"),
+               record("c", True, "y = 2", next_choices=1), record("c", False, "x = 1")]  # rejected first: not counted
     assert raw_not_prefix(records) == 1
 
 
@@ -159,7 +161,9 @@ def test_eval_command_end_to_end_on_the_embedded_model(embedded_model, source_tr
                               "multi-line": {"tasks": 3657, "evaluated": 5},
                               "repo": {"evaluated": 5, "files": report["sets"]["repo"]["files"]}}
     assert report["repo_context"] == {"requested": "both", "measured": ["off", "on"]}
-    assert report["raw_not_prefix"] == 0  # both runs start from the same cached prompt
+    pairs = [(r["task_id"], r["repo_context"], r["postprocess"], r["next_choices"], r["stop_reason"], r["raw"])
+             for r in report["records"]]
+    assert report["raw_not_prefix"] == 0, pairs  # both runs start from the same cached prompt
     with_repo = [r for r in report["records"] if r["repo_context"]]
     assert len(with_repo) == 5 * 2 and {r["set"] for r in with_repo} == {"repo"}  # only the repo set changes
     records = [r for r in report["records"] if not r["repo_context"]]

@@ -12,7 +12,8 @@ Post-processing on vs off: both are real pipeline runs, since post-processing al
 (the "off" answer cannot be cut out of the "on" run). The prompt is evaluated once per (task, mode) and both
 runs reuse it from the KV cache, so they start from identical logits (see ``PipelineSource``);
 ``raw_not_prefix`` in the JSON counts tasks where the "on" run's raw text is nevertheless not a prefix of the
-"off" run's, which greedy decoding should make 0.
+"off" run's, which greedy decoding should make 0; an "on" answer that is the model's next choice after its
+first was rejected whole (``next_choices`` > 0) is a different answer by design and is not counted.
 
 ``--ablate`` measures each post-processing rule instead: one run per task with post-processing off (the
 model's text up to max_tokens), then post-processing applied to that text with every rule, with none, and with
@@ -105,6 +106,7 @@ class Answer:
     raw: str  # model output before post-processing
     stop_reason: str
     latency_ms: float
+    next_choices: int = 0  # answers the pipeline rejected whole before this one
 
 
 # Produces one answer per post-processing flag, in the order given, for a case in a prompt format.
@@ -130,6 +132,7 @@ class Record:
     status: str | None  # sandbox verdict (passed, failed, error, timeout); None for the repository measure
     detail: str  # why the sandbox run failed, shortened
     ablation: str | None = None  # with --ablate: "all", "off", or the one rule left out (see VARIANTS)
+    next_choices: int = 0  # answers the pipeline rejected whole before this one
 
     @property
     def passed(self) -> bool:
@@ -286,7 +289,7 @@ def _record(case: Case, fmt: str, flag: bool, variant: str | None, answer: Answe
         latency_ms=answer.latency_ms, exact=exact_match(answer.completion, case.task.middle),
         edit_similarity=edit_similarity(canonical(answer.completion), canonical(case.task.middle)),
         status=outcome.status if outcome else None, detail=outcome.detail[-DETAIL_CHARS:] if outcome else "",
-        ablation=variant,
+        ablation=variant, next_choices=answer.next_choices,
     )  # fmt: skip
 
 
@@ -381,10 +384,11 @@ def _number(value: float | None) -> str:
 
 def raw_not_prefix(records: Iterable[Record]) -> int:
     """Tasks whose "on" raw output is not a prefix of the "off" one (see the module docstring)."""
-    on: dict[tuple[str, str, str], str] = {}
-    off: dict[tuple[str, str, str], str] = {}
-    for r in records:
-        (on if r.postprocess else off)[(r.set, r.task_id, r.format)] = r.raw
+    on: dict[tuple[str, str, str, bool], str] = {}
+    off: dict[tuple[str, str, str, bool], str] = {}
+    for r in records:  # a pair per task, format and repository context
+        if not (r.postprocess and r.next_choices):
+            (on if r.postprocess else off)[(r.set, r.task_id, r.format, r.repo_context)] = r.raw
     return sum(not off[key].startswith(raw) for key, raw in on.items() if key in off)
 
 
@@ -456,7 +460,8 @@ class PipelineSource:
         settings = self.settings.with_overrides({"format": fmt, "postprocess": False, "reuse": False})
         result = self.completer.complete(case.text, case.offset, case.language, settings=settings, index=index,
                                          path=path)
-        answer = Answer(result.suggestion, result.raw, result.stop_reason.value, result.timings_ms["total"])
+        answer = Answer(result.suggestion, result.raw, result.stop_reason.value, result.timings_ms["total"],
+                        result.next_choices)
         assert result.context is not None  # a local pipeline always reports its windows
         return answer, result.context
 
@@ -475,7 +480,8 @@ class PipelineSource:
                 if prime:
                     continue
             latency = timings["total"] - timings["prompt_eval"] + cold_prompt_ms
-            answers.append(Answer(result.suggestion, result.raw, result.stop_reason.value, latency))
+            answers.append(Answer(result.suggestion, result.raw, result.stop_reason.value, latency,
+                                  result.next_choices))
         return answers
 
 
