@@ -10,6 +10,7 @@ import tree_sitter
 
 from codecomplete.core.context import JUDGED_AFTER, JUDGED_BEFORE, Context, build_context, widened
 from codecomplete.core.languages import KNOWN_LANGUAGES, get_parser
+from codecomplete.core.syntaxcheck import first_harmless_cut
 from codecomplete.errors import UserError
 
 _PIECES = re.compile(r"[A-Za-z]{1,4}|\d{1,3}|\s+|[^\w\s]|\w")
@@ -800,3 +801,27 @@ def test_widened_cuts_minified_lines_instead_of_reaching_their_ends() -> None:
     wide = widened(build_context(text, offset, "javascript", len, budget=40), text, offset)
     assert wide.prefix_start == offset - 2 * JUDGED_BEFORE and wide.suffix_end == offset + 2 * JUDGED_AFTER
     assert wide.prefix == text[wide.prefix_start : offset] and wide.suffix == text[offset : wide.suffix_end]
+
+
+def _long_class(methods: int, docstring_lines: int) -> str:
+    """A Python class whose methods each carry a long docstring (prose that parses as code out of its string)."""
+    doc = "".join(f"        of text that is not code, line {i}: (open, [and unbalanced\n"
+                  for i in range(docstring_lines))
+    body = "".join(f'    def method_{m}(self, x):\n        """Summary.\n\n{doc}        """\n        return x + {m}\n\n'
+                   for m in range(methods))
+    return "import os\n\n\nclass Wrapper:\n" + body
+
+
+@pytest.mark.parametrize(("methods", "expected"), [(4, "class Wrapper:"), (40, "    def method_")])
+def test_widened_starts_at_a_statement_not_inside_a_docstring(methods: int, expected: str) -> None:
+    """textwrap.py: the judged window began inside a docstring, and the syntax check rejected every line of prose
+    suggested in the docstring being written (5 answers in a row); a 1,000-line class has no top-level line near."""
+    text = _long_class(methods, docstring_lines=60)
+    offset = text.rindex("        return x")
+    wide = widened(build_context(text, offset, "python", len, budget=40), text, offset)
+    assert wide.prefix.startswith(expected) and wide.prefix_start <= offset - JUDGED_BEFORE
+    assert wide.suffix_end == len(text) or text[wide.suffix_end - 1] == "\n"
+    cursor = text.index("line 30", text.rindex("Summary")) - len("of text that is not code, ")
+    inside = widened(build_context(text, cursor, "python", len, budget=40), text, cursor)
+    prose = "the prose goes on here (with a bracket\n"
+    assert first_harmless_cut(inside.prefix, prose, inside.suffix, "python") == len(prose)

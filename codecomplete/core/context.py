@@ -11,6 +11,7 @@ tokenizes alone), so the windows fit the budget.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Callable
@@ -195,20 +196,56 @@ JUDGED_AFTER = 4096
 
 def widened(ctx: Context, text: str, offset: int) -> Context:
     """`ctx` with its windows extended to at least JUDGED_BEFORE/JUDGED_AFTER characters of `text` around the
-    cursor, at line boundaries within twice that (minified code has none: its lines are cut there, or every
-    token would re-parse megabytes); `ctx` itself when they already reach that far."""
+    cursor, within twice that; `ctx` itself when they already reach that far. The edges are lines that start a
+    statement where the language says which do (see `_statement_line`): a window starting inside a docstring
+    turns its prose into code, and the syntax check then rejects every line of prose a suggestion adds to it.
+    Else they are line boundaries (minified code has none: its lines are cut there, or every token would
+    re-parse megabytes)."""
     start = 0
-    if offset > JUDGED_BEFORE:
+    before = offset - JUDGED_BEFORE
+    if before > 0:
         farthest = max(0, offset - 2 * JUDGED_BEFORE)
-        newline = text.rfind("\n", farthest, offset - JUDGED_BEFORE)
-        start = newline + 1 if newline >= 0 else farthest
-    farthest = min(len(text), offset + 2 * JUDGED_AFTER)
-    newline = text.find("\n", offset + JUDGED_AFTER, farthest)
-    end = newline + 1 if newline >= 0 else farthest
+        newline = text.rfind("\n", farthest, before)
+        start = _statement_line(text, farthest, before, ctx.language, last=True)
+        if start is None:
+            start = newline + 1 if newline >= 0 else farthest
+    after = offset + JUDGED_AFTER
+    end = len(text)
+    if after < len(text):
+        farthest = min(len(text), offset + 2 * JUDGED_AFTER)
+        newline = text.find("\n", after, farthest)
+        end = _statement_line(text, after, farthest, ctx.language, last=False)
+        if end is None:
+            end = newline + 1 if newline >= 0 else farthest
     start, end = min(start, ctx.prefix_start), max(end, ctx.suffix_end)
     if (start, end) == (ctx.prefix_start, ctx.suffix_end):
         return ctx
     return Context(text[start:offset], text[offset:end], ctx.language, ctx.situation, start, end)
+
+
+def _statement_line(text: str, lo: int, hi: int, language: str | None, *, last: bool) -> int | None:
+    """Where the last (else the first) line in `text[lo:hi]` starting a top-level statement begins, else one
+    starting a nested definition (`LanguageSpec.top_level`, `nested_start`); None if none does."""
+    spec = spec_for(language)
+    if spec is None:
+        return None
+    for pattern in (_line_pattern(spec.top_level, nested=False), _line_pattern(spec.nested_start, nested=True)):
+        if pattern is None:
+            continue
+        found = None
+        for match in pattern.finditer(text, lo, hi):
+            found = match.start()
+            if not last:
+                break
+        if found is not None:
+            return found
+    return None
+
+
+@functools.cache
+def _line_pattern(start: str | None, *, nested: bool) -> re.Pattern[str] | None:
+    indent = r"[ \t]+" if nested else ""
+    return re.compile(f"^{indent}(?:{start})", re.M) if start else None
 
 
 def _extra_cost(

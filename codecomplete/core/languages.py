@@ -75,6 +75,9 @@ class LanguageSpec:
     # string or comment, in practice). The syntax check parses from one such line to another around the cursor;
     # None: it parses the whole windows.
     top_level: str | None = None
+    # Regex: an indented line starting with this begins a definition nested in a long one (a Python method deep
+    # in a 1,000-line class), where no `top_level` line is near; it must not match text in a string either.
+    nested_start: str | None = None
 
     @property
     def code_family(self) -> str:
@@ -122,6 +125,7 @@ _SPECS = (
         definition_wrappers={"decorated_definition": "definition"},
         definition_containers=frozenset({"class_definition"}), docstrings=True, imports="python",
         top_level=r"(?:async\s+def|def|class)\b|@",
+        nested_start=r"(?:async\s+)?def\s+\w+\s*\(",  # a signature: doctest examples start with `>>>`
     ),
     LanguageSpec(
         name="javascript", grammar=("tree_sitter_javascript", "language"),
