@@ -11,7 +11,6 @@ tokenizes alone), so the windows fit the budget.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 
 import tree_sitter
 
-from codecomplete.core.languages import LanguageSpec, get_parser, normalize_language, spec_for
+from codecomplete.core.languages import LanguageSpec, get_parser, normalize_language, spec_for, statement_start
 from codecomplete.errors import UserError
 
 
@@ -205,17 +204,17 @@ def widened(ctx: Context, text: str, offset: int) -> Context:
     before = offset - JUDGED_BEFORE
     if before > 0:
         farthest = max(0, offset - 2 * JUDGED_BEFORE)
-        newline = text.rfind("\n", farthest, before)
         start = _statement_line(text, farthest, before, ctx.language, last=True)
         if start is None:
+            newline = text.rfind("\n", farthest, before)
             start = newline + 1 if newline >= 0 else farthest
     after = offset + JUDGED_AFTER
     end = len(text)
     if after < len(text):
         farthest = min(len(text), offset + 2 * JUDGED_AFTER)
-        newline = text.find("\n", after, farthest)
         end = _statement_line(text, after, farthest, ctx.language, last=False)
         if end is None:
+            newline = text.find("\n", after, farthest)
             end = newline + 1 if newline >= 0 else farthest
     start, end = min(start, ctx.prefix_start), max(end, ctx.suffix_end)
     if (start, end) == (ctx.prefix_start, ctx.suffix_end):
@@ -226,10 +225,7 @@ def widened(ctx: Context, text: str, offset: int) -> Context:
 def _statement_line(text: str, lo: int, hi: int, language: str | None, *, last: bool) -> int | None:
     """Where the last (else the first) line in `text[lo:hi]` starting a top-level statement begins, else one
     starting a nested definition (`LanguageSpec.top_level`, `nested_start`); None if none does."""
-    spec = spec_for(language)
-    if spec is None:
-        return None
-    for pattern in (_line_pattern(spec.top_level, nested=False), _line_pattern(spec.nested_start, nested=True)):
+    for pattern in (statement_start(language), statement_start(language, nested=True)):
         if pattern is None:
             continue
         found = None
@@ -240,12 +236,6 @@ def _statement_line(text: str, lo: int, hi: int, language: str | None, *, last: 
         if found is not None:
             return found
     return None
-
-
-@functools.cache
-def _line_pattern(start: str | None, *, nested: bool) -> re.Pattern[str] | None:
-    indent = r"[ \t]+" if nested else ""
-    return re.compile(f"^{indent}(?:{start})", re.M) if start else None
 
 
 def _extra_cost(

@@ -241,6 +241,16 @@ def spec_for(language: str | None) -> LanguageSpec | None:
     return LANGUAGES.get(language or "")
 
 
+@cache
+def statement_start(language: str | None, *, nested: bool = False) -> re.Pattern[str] | None:
+    """A multi-line regex for a line that starts a top-level statement (`LanguageSpec.top_level`) or, with
+    `nested`, an indented one starting a nested definition (`nested_start`); None where the language has none."""
+    spec = spec_for(normalize_language(language)) if language else None
+    start = None if spec is None else spec.nested_start if nested else spec.top_level
+    indent = r"[ \t]+" if nested else ""
+    return re.compile(f"^{indent}(?:{start})", re.M) if start else None
+
+
 def comment_marker(language: str | None) -> str:
     """How a line comment starts: the language's own marker, `#` for text of no known language."""
     spec = spec_for(language)

@@ -13,15 +13,13 @@ around the cursor, 2-10 KB) and incremental parses from the remembered tree, 0.4
 
 from __future__ import annotations
 
-import functools
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import tree_sitter
 
-from codecomplete.core.languages import get_parser, normalize_language, spec_for
+from codecomplete.core.languages import get_parser, normalize_language, statement_start
 
 _REMEMBERED = 8  # documents-without-the-suggestion kept parsed: one per recent cursor is plenty
 _MAX_TRIES = 24  # cuts tried by first_harmless_cut beyond the whole suggestion: a bound on its worst case
@@ -47,12 +45,6 @@ def count_errors(node: tree_sitter.Node) -> int:
                 return count
 
 
-@functools.cache
-def _top_level(language: str) -> re.Pattern[str] | None:
-    spec = spec_for(language)
-    return re.compile(f"^(?:{spec.top_level})", re.M) if spec is not None and spec.top_level else None
-
-
 def local_windows(
     prefix: str, suffix: str, language: str | None, before: int = LOCAL_BEFORE, after: int = LOCAL_AFTER
 ) -> tuple[str, str]:
@@ -65,7 +57,7 @@ def local_windows(
     post-processing rule parses this much instead. The edges are statement starts, not guesses, because
     starting inside a multi-line string turns code into text and text into code.
     """
-    pattern = _top_level(normalize_language(language) or "") if language else None
+    pattern = statement_start(language)
     if pattern is None:
         return prefix, suffix
     start = 0
