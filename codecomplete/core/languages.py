@@ -68,7 +68,9 @@ class LanguageSpec:
     definitions: dict[str, str] = field(default_factory=dict)
     definition_wrappers: dict[str, str | None] = field(default_factory=dict)
     definition_containers: frozenset[str] = frozenset()
-    docstrings: bool = False  # a string first in a definition's body documents it
+    # A string first in a definition's body documents it: the delimiters such a docstring opens and closes with
+    # (an answer cut short inside one it opened gets it closed); none where the language has no docstrings.
+    docstrings: tuple[str, ...] = ()
     family: str | None = None  # a language sharing its code base (TypeScript with JavaScript); default: itself
     imports: str | None = None  # whose import syntax the workspace index parses
     # Regex: a line starting with this at column 0 begins a top-level statement (never text inside a multi-line
@@ -123,7 +125,7 @@ _SPECS = (
         definitions={"function_definition": "function", "class_definition": "class",
                      "type_alias_statement": "type", "expression_statement": "variable"},
         definition_wrappers={"decorated_definition": "definition"},
-        definition_containers=frozenset({"class_definition"}), docstrings=True, imports="python",
+        definition_containers=frozenset({"class_definition"}), docstrings=('"""', "'''"), imports="python",
         top_level=r"(?:async\s+def|def|class)\b|@",
         nested_start=r"(?:async\s+)?def\s+\w+\s*\(",  # a signature: doctest examples start with `>>>`
     ),

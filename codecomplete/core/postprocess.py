@@ -54,6 +54,10 @@ _MAX_PERIOD = 8  # longest block of lines `repetition` looks for
 _LOOP = re.compile(r"(\S.{2,39}?)\1{2,}")
 _LOOP_SPAN, _CODE_LOOP_SPAN = 64, 24
 _LETTER = re.compile(r"[^\W\d]")
+# A sentence of prose: from a word to a `.`, `!` or `?` followed by a blank (not `os.path`, `e.g`); and how long
+# one must be for its second pass to be a loop rather than a phrase used twice.
+_SENTENCE = re.compile(r"\w(?:[^.!?]|[.!?](?!\s|$))*[.!?](?=\s|$)")
+_SENTENCE_MIN = 24
 _BLANK_RUN = re.compile(r"[ \t]{16,}")
 _BLANK_RUN_COLUMN = 48
 _LEADING = re.compile(r"^([ \t]*)(\S)", re.M)  # a non-blank line's indentation and first character
@@ -74,8 +78,10 @@ class _Syntax:
         brackets: str = "()[]{}",
         closer_words: tuple[str, ...] = (),
         block_opener: str | None = None,
+        docstrings: tuple[str, ...] = (),
     ):
         self.closing = "".join(c for c in brackets if c in ")]}")
+        self.docstrings = docstrings
         self.closer_words = frozenset(closer_words)
         self.block_opener = re.compile(block_opener) if block_opener else None
         self.comments = tuple(any(re.match(r.opener, start) for start in _COMMENT_STARTS) for r in regions)
@@ -89,7 +95,7 @@ class _Syntax:
 
 
 _SYNTAX: dict[str | None, _Syntax] = {
-    spec.name: _Syntax(spec.regions, spec.brackets, spec.closer_words, spec.block_opener)
+    spec.name: _Syntax(spec.regions, spec.brackets, spec.closer_words, spec.block_opener, spec.docstrings)
     for spec in LANGUAGES.values()
 }
 _SYNTAX[None] = _Syntax(FALLBACK_REGIONS)
@@ -571,17 +577,34 @@ def _loops(line: _Line) -> bool:
                for m in _BLANK_RUN.finditer(line.text))
 
 
+def _repeated_sentence(scan: _Scan, line: _Line) -> _Cut | None:
+    """Prose that loops in whole sentences, wrapped differently on each pass (a docstring the model writes on and
+    on), is cut where a sentence starts for the second time: judged on the line of prose that completes it."""
+    if line.in_code:
+        return None
+    seen = set()
+    for m in _SENTENCE.finditer(scan.text, 0, min(line.end + 1, len(scan.text))):
+        sentence = " ".join(m.group().split())
+        if sentence in seen and m.end() > line.start:
+            return _Cut(len(scan.text[: m.start()].rstrip()), StopReason.REPETITION)
+        if len(sentence) >= _SENTENCE_MIN:
+            seen.add(sentence)
+    return None
+
+
 def _repetition(scan: _Scan, i: int) -> _Cut | None:
     """A loop is cut back to its first pass: the same line a third time in a row, or a block of lines a second
     time (blank lines between them do not count). Two equal lines can be meant (`x += 1` twice, table rows);
     a copied block of several lines is not. The line that completes the repeat decides, so a loop is never
     generated further than that. A block of only closers is nesting, not a loop. A line looping within itself
-    goes whole, as soon as it does."""
+    goes whole, as soon as it does. Prose repeating a sentence is cut before its second pass."""
     line = scan.lines[i]
     if _loops(line):
         return _Cut(max(line.start - 1, 0), StopReason.REPETITION)
     if not line.complete or not line.stripped:
         return None
+    if (cut := _repeated_sentence(scan, line)) is not None:
+        return cut
     indices, keys, position = scan.non_blank
     k = position[i]
     key = keys[k]
@@ -651,6 +674,25 @@ def _dangling_end(text: str, env: _Env) -> int | None:
     return None
 
 
+def _close_docstring(text: str, env: _Env) -> str | None:
+    """`text` with the docstring it opened and left open closed, as PEP 257 writes it: the delimiter right after a
+    one-line docstring, else on a line of its own at the docstring's indentation. None when `text` does not end
+    inside a docstring of its own (a string opened first on its line, nothing left open before it), or when that
+    holds no word yet. Prose cut short is worth showing; unclosed, it would turn the code below into a string."""
+    syntax = env.syntax
+    read = _read_open(syntax, text, env.start) if syntax.docstrings else None
+    if read is None or read.unterminated is None or read.unclosed:
+        return None
+    at = read.unterminated
+    quote = next((q for q in syntax.docstrings if text.startswith(q, at)), None)
+    line_start = text.rfind("\n", 0, at) + 1
+    indent = (env.ctx.situation.line_prefix if line_start == 0 else "") + text[line_start:at]
+    body = text.rstrip()
+    if quote is None or indent.strip() or not _WORD.search(body, at):
+        return None
+    return body + quote if "\n" not in body[at:] else f"{body}\n{indent}{quote}"
+
+
 def _ends_cleanly(text: str, env: _Env) -> bool:
     """Whether a cursor line the engine cut short ends a statement for sure: with `;` or a closer, nothing
     left open. A word might be half-written (`retur`, `resu`), a string or number might go on."""
@@ -677,6 +719,9 @@ def _trim_cut_short(text: str, env: _Env, checked: bool) -> str:
         kept = text[: comma + 1]
         return kept if comma > 0 and _ends_cleanly(kept, env) else ""
     lines = text = text[:newline]
+    closed = _close_docstring(lines, env)
+    if closed is not None:
+        return closed
     while (cut := _dangling_end(text, env)) is not None:
         text = text[:cut]
     if checked and text != lines and _read_open(env.syntax, lines, env.start).unclosed \
@@ -827,8 +872,9 @@ def postprocess(
     reason = None
     cut_short = cut_short and "cut_short" not in disabled
     cut = _find_cut(text, env, not cut_short, disabled)
-    if cut is not None:
+    if cut is not None:  # a loop cut inside a docstring, its first line where only a line makes sense
         text, reason = text[: cut.end], cut.reason
+        text = _close_docstring(text, env) or text
     elif cut_short:  # where a line rule cut, the code had ended before the engine stopped
         text = _trim_cut_short(text, env, "syntax" not in disabled)
     for name, rule, why in _TEXT_RULES:
