@@ -808,6 +808,14 @@ CUT_SHORT = [
 # The issue: "Never show broken code." A suggestion that adds syntax errors around the cursor is trimmed to
 # its longest harmless start at a line end (or after a `;` on its first line), or dropped.
 SYNTAX = [
+    # A bracket left open that the code after the cursor closes with another kind: tree-sitter's recovery counts
+    # the file no worse (the stray body below already has errors), but nothing would close the `(`.
+    Case("js-syntax-paren-the-suffix-closes-with-a-brace", "javascript",
+         "class Queue {\n  █\n    this.paused = true;\n  }\n}\n",
+         "_drain() {\n    this.emit('drain');\n    this.on('drain', () => {", "_drain() {\n    this.emit('drain');",
+         "syntax"),
+    Case("go-syntax-goroutine-literal-never-called", "go", "func f() {\n\t█\n\tx := 1\n}\n",
+         "go func() {\n\t\tdone <- true", "", "syntax"),
     Case(
         "py-syntax-trims-broken-last-line",
         "python",
@@ -892,6 +900,7 @@ SYNTAX = [
 ]
 
 # The issue: "Line-level repetition stops at the second repeat", and answers showed 10-16 repeated lines.
+_CUBE = "return [\n    [\n      [\n        1, 2,\n      ],\n    ],\n  ];"
 MORE_REPETITION = [
     Case(
         "go-block-repeated",
@@ -933,6 +942,18 @@ MORE_REPETITION = [
         "buf[i] = 0;\n    i++;",
         "repetition",
     ),
+    # A line nesting itself deeper each time (the bench's taskqueue.js answer from a cold 26-token window): cut
+    # back to its first pass, which the syntax check then trims to what the code after the cursor closes.
+    Case(
+        "js-line-nesting-itself",
+        "javascript",
+        "class Queue {\n  █\n  }\n}\n",
+        "_drain() {\n    this.emit('drain');\n    this.on('drain', () => {\n      this.on('drain', () => {\n"
+        "        this.on('drain', () => {\n          this.on('drain', () => {\n",
+        "_drain() {\n    this.emit('drain');",
+        "syntax",
+    ),
+    Case("js-nested-arrays-are-not-a-loop", "javascript", "function grid() {\n  █\n}\n", _CUBE, _CUBE, None),
     # A loop cut inside a docstring the answer opened: the prose before it, closed.
     Case(
         "py-docstring-loop-cut-and-closed",

@@ -283,6 +283,21 @@ class _Env:
         statement = next((s for s, d in reversed(starts) if d <= floor), 0)
         return _indent_width(prefix[statement:])
 
+    @cached_property
+    def pending_closers(self) -> str:
+        """The closers the suffix has for brackets opened before it, in order (the first `_OPENER_LOOKBACK`
+        characters of it); none when the cursor is in a string or comment."""
+        if self.start is not None:
+            return ""
+        suffix = self.ctx.suffix[:_OPENER_LOOKBACK]
+        depth = 0
+        pending = []
+        for at, move in _lex(self.syntax, suffix, None)[0]:
+            if move < 0 and depth == 0:
+                pending.append(suffix[at])
+            depth = max(0, depth + move)
+        return "".join(pending)
+
     def closes_block(self, bracket: str, indent: int | None) -> bool:
         """Whether the suffix already starts with the closer of the cursor's bracket block.
 
@@ -593,8 +608,9 @@ def _repeated_sentence(scan: _Scan, line: _Line) -> _Cut | None:
 
 
 def _repetition(scan: _Scan, i: int) -> _Cut | None:
-    """A loop is cut back to its first pass: the same line a third time in a row, or a block of lines a second
-    time (blank lines between them do not count). Two equal lines can be meant (`x += 1` twice, table rows);
+    """A loop is cut back to its first pass: the same line a third time in a row, at any indentation (a line
+    nesting itself, `this.on('drain', () => {`; lines of only brackets nest legitimately), or a block of lines a
+    second time (blank lines between them do not count). Two equal lines can be meant (`x += 1` twice, table rows);
     a copied block of several lines is not. The line that completes the repeat decides, so a loop is never
     generated further than that. A block of only closers is nesting, not a loop. A line looping within itself
     goes whole, as soon as it does. Prose repeating a sentence is cut before its second pass."""
@@ -608,7 +624,8 @@ def _repetition(scan: _Scan, i: int) -> _Cut | None:
     indices, keys, position = scan.non_blank
     k = position[i]
     key = keys[k]
-    if k >= 2 and keys[k - 1] == key == keys[k - 2]:
+    same = k >= 2 and keys[k - 1].strip() == key.strip() == keys[k - 2].strip()
+    if same and (keys[k - 1] == key == keys[k - 2] or _WORD.search(key)):
         return _Cut(scan.lines[indices[k - 2]].end, StopReason.REPETITION)
     for period in range(2, min(_MAX_PERIOD, (k + 1) // 2) + 1):
         if keys[k - period] != key or keys[k - 2 * period + 1 : k - period + 1] != keys[k - period + 1 : k + 1]:
@@ -812,14 +829,39 @@ def _reindent(text: str, env: _Env) -> str:
     return "\n".join(parts)
 
 
+_PAIRS = {"(": ")", "[": "]", "{": "}"}
+
+
+def _trim_mismatched(text: str, env: _Env) -> str:
+    """Back to before the line that opened a bracket the suggestion leaves open when the code after the cursor
+    closes it with another kind (`this.on('drain', () => {` before a lone `}`: the `(` stays open) or not at all.
+    Tree-sitter's error recovery can count such a file as no worse than it was; the user would see a `(` that
+    nothing closes."""
+    if env.start is not None:
+        return text
+    while text.strip():
+        unclosed = _read_open(env.syntax, text, env.start).unclosed
+        pending = env.pending_closers
+        wrong = next((at for j, at in enumerate(reversed(unclosed))
+                      if j >= len(pending) or _PAIRS.get(text[at]) != pending[j]), None)
+        if wrong is None:
+            break
+        text = text[: max(text.rfind("\n", 0, wrong), 0)]
+    return text
+
+
 def _drop_syntax_errors(text: str, env: _Env) -> str:
     """Trim the suggestion to its longest start that adds no syntax errors to the code around the cursor
     (cut at a line end, else after a `;` on its first line), or drop it: see `syntaxcheck`. Errors the
     document already has do not count against it. Only the top-level definitions around the cursor are
-    parsed (`local_windows`: about 3 KB, two parses of 0.3 ms). Languages without a grammar are left alone."""
+    parsed (`local_windows`: about 3 KB, two parses of 0.3 ms), after brackets left open that the code after the
+    cursor does not close are trimmed (`_trim_mismatched`). Languages without a grammar are left alone."""
+    ctx = env.ctx
+    if ctx.language not in LANGUAGES:
+        return text
+    text = _trim_mismatched(text, env)
     if not text.strip():
         return text
-    ctx = env.ctx
     prefix, suffix = local_windows(ctx.prefix, ctx.suffix, ctx.language)
     text = text[: first_harmless_cut(prefix, text, suffix, ctx.language)]
     if text.strip() and (prefix, suffix) != (ctx.prefix, ctx.suffix):
