@@ -679,6 +679,18 @@ CUT_SHORT = [
         None,
         **CUT,
     ),
+    # ... up to the line opening a bracket that code does not close: the `(` of `new Promise(` before the `}`
+    # that ends the method's body (the bench's taskqueue.js answer, cut by the time budget).
+    Case(
+        "js-cut-method-kept-up-to-a-bracket-the-suffix-does-not-close",
+        "javascript",
+        "class Queue {\n  █\n    this.emit('paused');\n  }\n}\n",
+        "async add(name, fn) {\n    const id = this.nextId++;\n    return new Promise((resolve, reject) => {\n"
+        "      this.pending.push(",
+        "async add(name, fn) {\n    const id = this.nextId++;",
+        None,
+        **CUT,
+    ),
     Case(
         "js-cut-method-nothing-closes-goes",
         "javascript",

@@ -11,10 +11,11 @@ no tokens are spent past the end) and cut the final text (`postprocess`): cuttin
 fired and post-processing gives the same suggestion as post-processing everything the model would
 have written. A line still being generated is only judged by rules that cannot change their mind as
 it grows (`single_line` and a dedent); the rest wait for its newline. An answer the engine cut short
-(`cut_short`) is then trimmed back to its last complete line and statement. Text rules tidy the cut
-text (trailing whitespace, overlap with the rest of the cursor line, the file's own indentation), and
-last of all `syntax` re-parses the windows with the suggestion in place and trims or drops it if it
-adds syntax errors: that needs the final text, so it never stops generation. Each rule is kept because
+(`cut_short`) is then trimmed back to its last complete line and statement; a docstring it opened is closed
+instead, whether a limit or a line rule cut it. Text rules tidy the cut text (trailing whitespace, overlap
+with the rest of the cursor line, the file's own indentation), and last of all `syntax` trims brackets the
+code after the cursor does not close, then re-parses the windows with the suggestion in place and trims or
+drops it if it adds syntax errors: that needs the final text, so it never stops generation. Each rule is kept because
 `codecomplete eval --ablate` shows it changing answers for the better (see the README).
 
 Every rule has a public name in `RULES`; both entry points take a set of names to skip, so that
@@ -724,7 +725,8 @@ def _trim_cut_short(text: str, env: _Env, checked: bool) -> str:
     complete statement (see `_dangling_end`); one still on the cursor's line only if it ends cleanly, or up to
     its last whole word when it is prose in the string or comment the cursor is in. With the syntax check
     (`checked`), complete lines in a block the answer opened stay when the code after the cursor closes it and
-    inserting them adds no syntax error (a method typed again above the rest of its body)."""
+    inserting them adds no syntax error (a method typed again above the rest of its body), up to the line that
+    opens a bracket that code does not close (`_trim_mismatched`)."""
     newline = text.rfind("\n")
     if newline < 0:
         if _ends_cleanly(text, env):
@@ -741,9 +743,10 @@ def _trim_cut_short(text: str, env: _Env, checked: bool) -> str:
         return closed
     while (cut := _dangling_end(text, env)) is not None:
         text = text[:cut]
-    if checked and text != lines and _read_open(env.syntax, lines, env.start).unclosed \
-            and _drop_syntax_errors(lines, env) == lines:
-        return lines
+    if checked and text != lines and _read_open(env.syntax, lines, env.start).unclosed:
+        kept = _trim_mismatched(lines, env)
+        if len(kept) > len(text) and _drop_syntax_errors(kept, env) == kept:
+            return kept
     return text
 
 
