@@ -82,6 +82,7 @@ class _Syntax:
         docstrings: tuple[str, ...] = (),
     ):
         self.closing = "".join(c for c in brackets if c in ")]}")
+        self.pairs = dict(zip(brackets[::2], brackets[1::2]))  # opener -> its closer
         self.docstrings = docstrings
         self.closer_words = frozenset(closer_words)
         self.block_opener = re.compile(block_opener) if block_opener else None
@@ -832,9 +833,6 @@ def _reindent(text: str, env: _Env) -> str:
     return "\n".join(parts)
 
 
-_PAIRS = {"(": ")", "[": "]", "{": "}"}
-
-
 def _trim_mismatched(text: str, env: _Env) -> str:
     """Back to before the line that opened a bracket the suggestion leaves open when the code after the cursor
     closes it with another kind (`this.on('drain', () => {` before a lone `}`: the `(` stays open) or not at all.
@@ -846,7 +844,7 @@ def _trim_mismatched(text: str, env: _Env) -> str:
         unclosed = _read_open(env.syntax, text, env.start).unclosed
         pending = env.pending_closers
         wrong = next((at for j, at in enumerate(reversed(unclosed))
-                      if j >= len(pending) or _PAIRS.get(text[at]) != pending[j]), None)
+                      if j >= len(pending) or env.syntax.pairs.get(text[at]) != pending[j]), None)
         if wrong is None:
             break
         text = text[: max(text.rfind("\n", 0, wrong), 0)]
